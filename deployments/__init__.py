@@ -1,0 +1,1 @@
+"""Ray Serve deployments: router, model slots, rollout controller, and the app builder."""

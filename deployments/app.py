@@ -1,0 +1,55 @@
+"""`build_app(args)`: the typed application builder that `serve_config.yaml` imports.
+
+The graph is fixed: Router -> ModelServer "blue" / "green", all following one
+RolloutController. Model versions move through the MLflow registry; this graph, and so
+`serve_config.yaml` and the RayService `serveConfigV2`, never change for a rollout.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray.serve import Application
+
+from configs import default_tracking_uri
+
+
+class BatchArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(32, ge=1, description="requests merged into one model call")
+    batch_wait_timeout_s: float = Field(0.002, ge=0, description="how long a batch waits to fill")
+
+
+class AppArgs(BaseModel):
+    """Arguments of the application (the `args:` of serve_config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str = "breast_cancer_classifier"
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: $MLFLOW_TRACKING_URI or .mlflow/ SQLite"
+    )
+    max_batch_rows: int = Field(1024, ge=1, description="rows allowed in one request")
+    admin_token_env: str = Field(
+        "MLOPS_ADMIN_TOKEN", description="env var holding the admin bearer token"
+    )
+    poll_timeout_s: float = Field(5.0, gt=0, description="long-poll timeout to the controller")
+    registry_poll_s: float = Field(5.0, gt=0, description="how often to look for a champion")
+    slot_ready_timeout_s: float = Field(120.0, gt=0)
+    batching: BatchArgs = BatchArgs()
+
+
+def build_app(args: AppArgs) -> Application:
+    """Bind the Serve graph for ``args``."""
+    from deployments.controller import RolloutController
+    from deployments.model_server import ModelServer
+    from deployments.router import Router
+
+    if isinstance(args, dict):
+        args = AppArgs.model_validate(args)
+    resolved = args.model_copy(update={"tracking_uri": args.tracking_uri or default_tracking_uri()})
+    conf = resolved.model_dump()
+    controller = RolloutController.bind(conf)
+    blue = ModelServer.options(name="blue").bind("blue", controller, conf)
+    green = ModelServer.options(name="green").bind("green", controller, conf)
+    return Router.bind(blue, green, controller, conf)

@@ -1,0 +1,124 @@
+"""ModelServer: one slot (blue or green) serving exactly one registered version at a time.
+
+Each replica follows the RolloutController: it loads its slot's version by registry URI before
+it reports that version as loaded (and, when it starts, before it is ready at all), so traffic
+only reaches a slot whose replicas already hold the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from training import registry
+
+log = logging.getLogger("ray.serve")
+
+
+class LoadedModel:
+    """A scikit-learn estimator and what it answers; the plain part tests use without Ray."""
+
+    def __init__(self, version: str, model: Any):
+        self.version = version
+        self.model = model
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.model.predict(X), self.model.predict_proba(X)
+
+
+@serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
+class ModelServer:
+    """Serves the version its slot is assigned; batches concurrent requests with serve.batch."""
+
+    async def __init__(self, slot: str, controller, args: dict[str, Any]):
+        self._slot = slot
+        self._controller = controller
+        self._args = args
+        self._model: LoadedModel | None = None
+        self._load_lock = asyncio.Lock()
+        self._replica_id = serve.get_replica_context().replica_id.unique_id
+        self._epoch = -1
+        batching = args["batching"]
+        self._batched.set_max_batch_size(batching["max_batch_size"])
+        self._batched.set_batch_wait_timeout_s(batching["batch_wait_timeout_s"])
+        state = await self._poll(timeout_s=0)
+        await self._follow_state(state)
+        self._task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _poll(self, timeout_s: float | None = None) -> dict[str, Any]:
+        return await self._controller.poll.remote(
+            self._epoch,
+            timeout_s,
+            self._slot,
+            self._replica_id,
+            self._model.version if self._model else None,
+        )
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                state = await self._poll()
+                await self._follow_state(state)
+            except Exception:
+                log.exception("slot %s: following the controller failed; retrying", self._slot)
+                await asyncio.sleep(1.0)
+
+    async def _follow_state(self, state: dict[str, Any]) -> None:
+        self._epoch = state["epoch"]
+        wanted = state["slots"].get(self._slot)
+        if wanted is not None:
+            await self._ensure(wanted)
+
+    async def _ensure(self, version: str) -> LoadedModel:
+        """Load ``version`` unless it is loaded; concurrent callers share one load."""
+        model = self._model
+        if model is not None and model.version == version:
+            return model
+        async with self._load_lock:
+            if self._model is None or self._model.version != version:
+                log.info("slot %s: loading %s v%s", self._slot, self._args["model_name"], version)
+                est = await asyncio.to_thread(
+                    registry.load_model,
+                    self._args["tracking_uri"],
+                    self._args["model_name"],
+                    version,
+                )
+                self._model = LoadedModel(version, est)
+                log.info("slot %s: v%s loaded", self._slot, version)
+            return self._model
+
+    async def predict(self, version: str, X: np.ndarray) -> dict[str, Any]:
+        """Predict rows ``X`` with ``version`` (loaded on the spot if this replica lags)."""
+        if self._model is None or self._model.version != version:
+            await self._ensure(version)
+        return await self._batched(X)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _batched(self, batches: list[np.ndarray]) -> list[dict[str, Any]]:
+        model = self._model
+        sizes = [len(b) for b in batches]
+        X = batches[0] if len(batches) == 1 else np.concatenate(batches)
+        pred, proba = model.predict(X)
+        out, start = [], 0
+        for n in sizes:
+            out.append(
+                {
+                    "predictions": pred[start : start + n].tolist(),
+                    "probabilities": proba[start : start + n].tolist(),
+                    "model_version": model.version,
+                }
+            )
+            start += n
+        return out
+
+    def loaded_version(self) -> str | None:
+        return self._model.version if self._model else None
+
+    def __del__(self):
+        task = getattr(self, "_task", None)
+        if task is not None:
+            task.cancel()

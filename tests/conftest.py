@@ -1,0 +1,83 @@
+"""Session fixtures: one local Ray cluster with Serve, one MLflow registry, one trained model.
+
+Ray and Serve start once per session (10-20 s here); each test deploys its own app and deletes
+it. The registry is a SQLite file in a temp dir; training really runs Ray Tune (small sizes).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.helpers import free_port, wait_until
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(mlflow_uri):
+    """A local Ray cluster with Serve's HTTP proxy on a free port; workers inherit this env."""
+    import ray
+    from ray import serve
+
+    os.environ["MLOPS_ADMIN_TOKEN"] = ADMIN_TOKEN
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    port = free_port()
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield {"http": f"http://127.0.0.1:{port}"}
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def training_config():
+    from configs import load_training_config
+
+    return load_training_config().model_copy(
+        update={"num_samples": 4, "cv_folds": 3, "max_concurrent_trials": 2, "trial_cpus": 0.5}
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(ray_cluster, mlflow_uri, training_config):
+    """The first model, trained with Ray Tune and registered as champion."""
+    from training.train import train
+
+    return train(training_config, mlflow_uri)
+
+
+@pytest.fixture
+def serve_app(ray_cluster, mlflow_uri):
+    """Deploy ``build_app`` under a unique name; deleted after the test."""
+    from ray import serve
+
+    from deployments.app import AppArgs, build_app
+
+    deployed = []
+
+    def deploy(name: str = "raymlops-test", **overrides):
+        args = AppArgs(
+            tracking_uri=mlflow_uri, poll_timeout_s=2.0, registry_poll_s=1.0, **overrides
+        )
+        serve.run(build_app(args), name=name, route_prefix="/", blocking=False)
+        deployed.append(name)
+        wait_until(
+            lambda: serve.status().applications[name].status == "RUNNING",
+            timeout=120,
+            what=f"app {name} RUNNING",
+        )
+        return ray_cluster["http"]
+
+    yield deploy
+    for name in deployed:
+        serve.delete(name)

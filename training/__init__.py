@@ -1,0 +1,1 @@
+"""Training: Ray Tune search over scikit-learn model families, tracked and registered in MLflow."""

@@ -1,0 +1,280 @@
+"""Train with Ray Tune, log every trial to MLflow, refit the winner, register it.
+
+The pieces (`search`, `fit_and_log`, `register`) are separate so that retraining can reuse
+them with other data and another registration gate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import ray
+from mlflow.models import infer_signature
+from ray import tune
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.search import BasicVariantGenerator
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+
+from configs import PROJECT_ROOT, TrainingConfig
+from training import registry
+from training.data import load_dataset
+from training.search import build_estimator, family_params, search_space, trainable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced and what the registry did with it."""
+
+    parent_run_id: str
+    family: str
+    params: dict[str, Any]
+    cv_accuracy: float
+    test_accuracy: float
+    test_f1: float
+    trials: int
+    version: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    decision: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def ensure_ray() -> None:
+    """Join the running Ray cluster (``ray start``, or the caller's), else start a local one."""
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True, log_to_driver=True)
+
+
+def search(
+    cfg: TrainingConfig,
+    X: pd.DataFrame,
+    y: pd.Series,
+    *,
+    tracking_uri: str,
+    parent_run_id: str,
+) -> tuple[dict[str, Any], float, int]:
+    """Run the Tune search; every trial becomes an MLflow child run of ``parent_run_id``.
+
+    Returns the best config, its cross-validated accuracy and the number of trials.
+    """
+    ensure_ray()
+    storage = Path(cfg_storage_path())
+    storage.mkdir(parents=True, exist_ok=True)
+    tuner = tune.Tuner(
+        tune.with_resources(
+            tune.with_parameters(trainable, X=X.to_numpy(), y=y.to_numpy(), folds=cfg.cv_folds),
+            {"cpu": cfg.trial_cpus},
+        ),
+        param_space=search_space(list(cfg.families), cfg.seed),
+        tune_config=tune.TuneConfig(
+            metric="cv_accuracy",
+            mode="max",
+            num_samples=cfg.num_samples,
+            max_concurrent_trials=cfg.max_concurrent_trials,
+            search_alg=BasicVariantGenerator(random_state=cfg.seed),
+        ),
+        run_config=tune.RunConfig(
+            name=f"{cfg.model_name}-{int(time.time())}",
+            storage_path=str(storage),
+            verbose=1,
+            callbacks=[
+                MLflowLoggerCallback(
+                    tracking_uri=tracking_uri,
+                    registry_uri=tracking_uri,
+                    experiment_name=cfg.experiment_name,
+                    tags={"mlflow.parentRunId": parent_run_id},
+                    save_artifact=False,
+                )
+            ],
+        ),
+    )
+    results = tuner.fit()
+    ok = [r for r in results if r.error is None and r.metrics and "cv_accuracy" in r.metrics]
+    if not ok:
+        errors = [str(r.error) for r in results if r.error is not None][:3]
+        raise RuntimeError(f"every Tune trial failed; first errors: {errors}")
+    best = max(ok, key=lambda r: r.metrics["cv_accuracy"])
+    return (
+        family_params(best.config) | {"seed": cfg.seed},
+        best.metrics["cv_accuracy"],
+        len(results),
+    )
+
+
+def cfg_storage_path() -> str:
+    return str(PROJECT_ROOT / ".mlops" / "ray_results")
+
+
+def fit_and_log(
+    config: dict[str, Any],
+    X_train: pd.DataFrame,
+    y_train: pd.Series,
+    *,
+    reference_size: int,
+    seed: int,
+    dataset_name: str,
+) -> tuple[Pipeline, Any]:
+    """Refit ``config`` on the training split and log the model to the active run, with its
+    signature, an input example, the dataset and a reference sample for drift detection."""
+    model = build_estimator(config).fit(X_train, y_train)
+    signature = infer_signature(X_train, model.predict(X_train))
+    train_frame = X_train.assign(target=y_train.to_numpy())
+    mlflow.log_input(
+        mlflow.data.from_pandas(train_frame, name=dataset_name, targets="target"),
+        context="training",
+    )
+    reference = X_train.sample(n=min(reference_size, len(X_train)), random_state=seed).assign(
+        **{registry.LABEL_COLUMN: y_train}
+    )
+    with _tmpdir() as tmp:
+        path = Path(tmp) / Path(registry.REFERENCE_ARTIFACT).name
+        reference.to_csv(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(registry.REFERENCE_ARTIFACT).parent))
+    info = mlflow.sklearn.log_model(
+        model, name="model", signature=signature, input_example=X_train.head(2)
+    )
+    return model, info
+
+
+def _tmpdir():
+    import tempfile
+
+    return tempfile.TemporaryDirectory(prefix="raymlops-")
+
+
+def evaluate(model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
+    pred = model.predict(X)
+    return {
+        "accuracy": float(accuracy_score(y, pred)),
+        "f1_macro": float(f1_score(y, pred, average="macro")),
+    }
+
+
+def register(
+    client,
+    cfg: TrainingConfig,
+    model_info,
+    *,
+    feature_names: list[str],
+    classes: list[Any],
+    metrics: dict[str, float],
+    family: str,
+    extra_tags: dict[str, str] | None = None,
+) -> str:
+    """Register the logged model; the facts serving needs go into version tags."""
+    tags = {
+        "feature_names": json.dumps(feature_names),
+        "classes": json.dumps(classes),
+        "test_accuracy": f"{metrics['accuracy']:.6f}",
+        "family": family,
+        **(extra_tags or {}),
+    }
+    mv = mlflow.register_model(model_info.model_uri, cfg.model_name, tags=tags)
+    return str(mv.version)
+
+
+def train(
+    cfg: TrainingConfig,
+    tracking_uri: str,
+    *,
+    data: tuple[pd.DataFrame, pd.Series] | None = None,
+    set_champion: bool = False,
+    run_tags: dict[str, str] | None = None,
+) -> TrainResult:
+    """Search, refit, evaluate on a held-out split, register; alias ``champion`` when there is
+    none yet (or ``set_champion``) and the held-out accuracy reaches ``cfg.min_score``."""
+    registry.use_tracking_uri(tracking_uri)
+    client = registry.get_client(tracking_uri)
+    exp_id = registry.ensure_experiment(client, cfg.experiment_name, tracking_uri)
+    X, y = data if data is not None else load_dataset(cfg.dataset, cfg.target)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=cfg.test_size, random_state=cfg.seed, stratify=y
+    )
+    with mlflow.start_run(
+        experiment_id=exp_id,
+        run_name=f"train-{cfg.model_name}",
+        tags={"mlops.kind": "training", **(run_tags or {})},
+    ) as parent:
+        parent_id = parent.info.run_id
+        mlflow.log_params(
+            {
+                "dataset": cfg.dataset,
+                "families": ",".join(cfg.families),
+                "num_samples": cfg.num_samples,
+                "cv_folds": cfg.cv_folds,
+                "rows_train": len(X_train),
+                "rows_test": len(X_test),
+            }
+        )
+        best, cv_acc, n_trials = search(
+            cfg, X_train, y_train, tracking_uri=tracking_uri, parent_run_id=parent_id
+        )
+        mlflow.log_params({f"best_{k}": v for k, v in best.items()})
+        model, info = fit_and_log(
+            best,
+            X_train,
+            y_train,
+            reference_size=cfg.reference_sample_size,
+            seed=cfg.seed,
+            dataset_name=cfg.dataset if len(cfg.dataset) < 64 else Path(cfg.dataset).name,
+        )
+        scores = evaluate(model, X_test, y_test)
+        mlflow.log_metrics(
+            {
+                "cv_accuracy": cv_acc,
+                "test_accuracy": scores["accuracy"],
+                "test_f1_macro": scores["f1_macro"],
+            }
+        )
+        classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes_]
+        version = register(
+            client,
+            cfg,
+            info,
+            feature_names=list(X.columns),
+            classes=classes,
+            metrics=scores,
+            family=best["family"],
+            extra_tags={"cv_accuracy": f"{cv_acc:.6f}"},
+        )
+        result = TrainResult(
+            parent_run_id=parent_id,
+            family=best["family"],
+            params=best,
+            cv_accuracy=cv_acc,
+            test_accuracy=scores["accuracy"],
+            test_f1=scores["f1_macro"],
+            trials=n_trials,
+            version=version,
+        )
+        champion = registry.alias_version(client, cfg.model_name, registry.CHAMPION)
+        if scores["accuracy"] < cfg.min_score:
+            result.decision = (
+                f"registered v{version} without alias: held-out accuracy "
+                f"{scores['accuracy']:.4f} < min_score {cfg.min_score}"
+            )
+        elif champion is None or set_champion:
+            registry.set_alias(client, cfg.model_name, registry.CHAMPION, version)
+            result.aliases.append(registry.CHAMPION)
+            result.decision = f"v{version} is now champion (previous: {champion or 'none'})"
+        else:
+            result.decision = (
+                f"registered v{version}; champion stays v{champion} "
+                "(pass --set-champion, or roll it out as a challenger)"
+            )
+        mlflow.set_tag("mlops.decision", result.decision)
+        log.info(result.decision)
+    return result
