@@ -32,7 +32,8 @@ def ray_cluster(mlflow_uri):
     os.environ["MLOPS_ADMIN_TOKEN"] = ADMIN_TOKEN
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     port = free_port()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # address="local": never join a cluster that `make run` may have started on this machine.
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield {"http": f"http://127.0.0.1:{port}"}
     serve.shutdown()

@@ -1,0 +1,2 @@
+"""Monitoring: drift statistics (pure), the DriftMonitor, metric definitions, Prometheus and
+Grafana files."""

@@ -1,0 +1,89 @@
+"""The platform's own metrics: names, tags and one constructor each.
+
+They are created with ``ray.serve.metrics`` (inside Serve replicas, which adds application,
+deployment and replica tags) or ``ray.util.metrics`` (elsewhere) and reach Prometheus through
+each Ray node's metrics port. Ray exports them as ``ray_<name>``, counters with a ``_total``
+suffix: ``mlops_requests`` is scraped as ``ray_mlops_requests_total``. Nothing is created at
+import (Ray must be running); call `Metrics.create()` in a replica or actor constructor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+PREFIX = "mlops_"
+LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+
+# name -> (kind, description, tag keys). The single list that dashboards and alerts refer to.
+SPECS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "mlops_requests": (
+        "counter",
+        "Prediction requests by version and outcome",
+        ("model_version", "slot", "route", "outcome"),
+    ),
+    "mlops_errors": ("counter", "Failed requests by version and kind", ("model_version", "kind")),
+    "mlops_predictions": ("counter", "Rows predicted", ("model_version",)),
+    "mlops_request_latency_ms": (
+        "histogram",
+        "End-to-end latency in the router (ms)",
+        ("model_version",),
+    ),
+    "mlops_canary_weight": ("gauge", "Traffic weight of each slot", ("slot", "model_version")),
+    "mlops_rollout_step": (
+        "gauge",
+        "Index of the current canary step (-1: no rollout)",
+        ("model_version",),
+    ),
+    "mlops_rollout_events": ("counter", "Rollout outcomes", ("model_version", "event")),
+    "mlops_shadow_agreement": (
+        "gauge",
+        "Share of shadowed rows where challenger agrees",
+        ("model_version",),
+    ),
+    "mlops_accuracy": ("gauge", "Windowed accuracy on labelled feedback", ("model_version",)),
+    "mlops_drift_score": ("gauge", "Drift statistic per feature", ("feature", "test")),
+    "mlops_drift_detected": ("gauge", "1 when a drift detector fires", ("detector",)),
+    "mlops_feedback": ("counter", "Feedback labels by outcome", ("outcome",)),
+    "mlops_retraining_runs": ("counter", "Retraining runs by outcome", ("outcome",)),
+    "mlops_records_dropped": (
+        "counter",
+        "Records dropped on the way to the drift monitor",
+        ("reason",),
+    ),
+}
+
+
+def exported_name(name: str) -> str:
+    """The series name Prometheus sees for one of `SPECS` (histograms add _bucket etc.)."""
+    kind = SPECS[name][0]
+    return f"ray_{name}_total" if kind == "counter" else f"ray_{name}"
+
+
+@dataclass
+class Metrics:
+    """Handles to the metrics a component uses."""
+
+    handles: dict[str, Any]
+
+    @classmethod
+    def create(cls, names: list[str], serve: bool = True) -> Metrics:
+        if serve:
+            from ray.serve import metrics as m
+        else:
+            from ray.util import metrics as m
+        handles = {}
+        for name in names:
+            kind, desc, tags = SPECS[name]
+            if kind == "counter":
+                handles[name] = m.Counter(name, description=desc, tag_keys=tags)
+            elif kind == "gauge":
+                handles[name] = m.Gauge(name, description=desc, tag_keys=tags)
+            else:
+                handles[name] = m.Histogram(
+                    name, description=desc, boundaries=LATENCY_BOUNDARIES_MS, tag_keys=tags
+                )
+        return cls(handles)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.handles[name]
