@@ -15,7 +15,7 @@ export RAY_AUTH_MODE ?= token
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/.mlflow/mlflow.db
 export MLOPS_ADMIN_TOKEN ?= $(shell cat .mlops/admin_token 2>/dev/null)
 
-.PHONY: install run train serve stop status test test-unit lint format clean mlflow-ui
+.PHONY: install run train serve stop status test test-unit lint format clean mlflow-ui demo monitor monitor-stop kuberay cluster cluster-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ run: ray-up
 	@echo "  MLflow UI:  $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000   (or: make mlflow-ui)"
 	@echo "  status:     RAY_AUTH_MODE=token $(BIN)/serve status      stop: make stop"
 
+# The closed loop on the running stack: drift -> retraining -> canary -> promotion.
+demo: ray-up
+	MLOPS_ADMIN_TOKEN=$$(cat .mlops/admin_token) $(PY) -m monitoring.demo
+
 status:
 	$(BIN)/serve status
 
@@ -89,3 +93,69 @@ format: install
 
 clean:
 	rm -rf .mlflow .mlops
+
+# Local Prometheus (Debian: apt-get install prometheus) scraping every node of the local Ray
+# cluster through the service-discovery file Ray's dashboard keeps under RAY_TMPDIR, with the
+# alerts of monitoring/prometheus/alerts.yml. Data in .mlops/prometheus; stop: make monitor-stop.
+PROMETHEUS ?= prometheus
+PROMETHEUS_PORT ?= 9090
+RAY_TMPDIR ?= /tmp/ray
+PROM_DIR := .mlops/prometheus
+
+monitor:
+	@command -v $(PROMETHEUS) >/dev/null || { echo "$(PROMETHEUS) not found: apt-get install prometheus (Debian), or PROMETHEUS=/path/to/prometheus"; exit 1; }
+	@if [ -f $(PROM_DIR)/prometheus.pid ] && kill -0 $$(cat $(PROM_DIR)/prometheus.pid) 2>/dev/null; then \
+	  echo "Prometheus already running (PID $$(cat $(PROM_DIR)/prometheus.pid)): http://127.0.0.1:$(PROMETHEUS_PORT)"; exit 0; fi; \
+	[ -e $(RAY_TMPDIR)/prom_metrics_service_discovery.json ] || \
+	  echo "note: no $(RAY_TMPDIR)/prom_metrics_service_discovery.json yet (make run starts Ray with its dashboard, which writes it); Prometheus picks it up when it appears."; \
+	mkdir -p $(PROM_DIR)/data; \
+	sed -e 's|/tmp/ray/prom_metrics_service_discovery.json|$(RAY_TMPDIR)/prom_metrics_service_discovery.json|' \
+	    -e 's|^  - alerts.yml|  - $(CURDIR)/monitoring/prometheus/alerts.yml|' \
+	    monitoring/prometheus/prometheus.yml > $(PROM_DIR)/prometheus.yml; \
+	nohup $(PROMETHEUS) --config.file=$(PROM_DIR)/prometheus.yml --storage.tsdb.path=$(PROM_DIR)/data \
+	  --web.listen-address=127.0.0.1:$(PROMETHEUS_PORT) > $(PROM_DIR)/prometheus.log 2>&1 & \
+	echo $$! > $(PROM_DIR)/prometheus.pid; \
+	for i in $$(seq 1 30); do curl -sf http://127.0.0.1:$(PROMETHEUS_PORT)/-/ready >/dev/null && break; sleep 1; done; \
+	curl -sf http://127.0.0.1:$(PROMETHEUS_PORT)/-/ready >/dev/null || { echo "Prometheus did not start:"; tail -20 $(PROM_DIR)/prometheus.log; exit 1; }; \
+	echo "Prometheus: http://127.0.0.1:$(PROMETHEUS_PORT)  (PID $$(cat $(PROM_DIR)/prometheus.pid), log $(PROM_DIR)/prometheus.log)"; \
+	echo "  targets: http://127.0.0.1:$(PROMETHEUS_PORT)/targets   alerts: http://127.0.0.1:$(PROMETHEUS_PORT)/alerts   stop: make monitor-stop"
+
+monitor-stop:
+	@pid=$$(cat $(PROM_DIR)/prometheus.pid 2>/dev/null); \
+	if [ -n "$$pid" ] && [ "$$(ps -p $$pid -o comm= 2>/dev/null)" = "$$(basename $(PROMETHEUS))" ]; then \
+	  kill $$pid && echo "Prometheus (PID $$pid) stopped."; \
+	else echo "Prometheus from make monitor is not running."; fi; \
+	rm -f $(PROM_DIR)/prometheus.pid
+
+# Regenerate the RayService's serveConfigV2 from serve_config.yaml (tests check they agree).
+kuberay: install
+	$(PY) -m kuberay.generate
+
+# The operator's path on this machine: a head and ONE worker node, each its own `ray start`
+# (as KubeRay runs them in two pods), then the Serve config through the dashboard's REST API.
+# Its own temp dir and session ids: `make cluster-stop` ends these nodes only, not other Rays.
+CLUSTER_TMP ?= /tmp/raymlops-cluster
+CLUSTER_GCS_PORT ?= 6379
+CLUSTER_HEAD_CPUS ?= 2
+CLUSTER_WORKER_CPUS ?= 2
+CLUSTER_DASHBOARD := http://127.0.0.1:$(DASHBOARD_PORT)
+
+cluster: install .mlops/admin_token
+	@mkdir -p .mlflow
+	MLOPS_ADMIN_TOKEN=$$(cat .mlops/admin_token) $(PY) -m kuberay.local_cluster up \
+	  --temp-dir $(CLUSTER_TMP) --gcs-port $(CLUSTER_GCS_PORT) --dashboard-port $(DASHBOARD_PORT) \
+	  --head-cpus $(CLUSTER_HEAD_CPUS) --worker-cpus $(CLUSTER_WORKER_CPUS)
+	RAY_ADDRESS=127.0.0.1:$(CLUSTER_GCS_PORT) $(PY) -m training --if-no-champion
+	$(BIN)/serve deploy --address $(CLUSTER_DASHBOARD) serve_config.yaml
+	@echo "Waiting for $(SERVE_URL)/health ..."
+	@for i in $$(seq 1 120); do \
+	  code=$$(curl -s -o /dev/null -w '%{http_code}' $(SERVE_URL)/health); \
+	  [ "$$code" = 200 ] && break; sleep 1; done; \
+	  [ "$$code" = 200 ] || { echo "app not ready after 120 s:"; curl -s $(SERVE_URL)/health; echo; \
+	    $(BIN)/serve status --address $(CLUSTER_DASHBOARD); exit 1; }
+	@$(BIN)/ray status --address 127.0.0.1:$(CLUSTER_GCS_PORT) | sed -n '/Node status/,/Pending/p'
+	@$(BIN)/serve status --address $(CLUSTER_DASHBOARD)
+	@echo "Serving $(SERVE_URL) from a 2-node cluster; dashboard $(CLUSTER_DASHBOARD); stop: make cluster-stop"
+
+cluster-stop:
+	$(PY) -m kuberay.local_cluster down --temp-dir $(CLUSTER_TMP)

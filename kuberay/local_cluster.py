@@ -1,0 +1,286 @@
+"""The operator's path on one machine: a Ray head and one worker node, each its own `ray start`.
+
+KubeRay runs `ray start --head` in the head pod, `ray start --address=<head>:6379` in each worker
+pod, and PUTs `serveConfigV2` to the dashboard's REST API. `make cluster` does the same here:
+this module starts the two nodes, then the Makefile runs `serve deploy serve_config.yaml`.
+
+Two nodes on one host share an IP, so every port a node binds is its own (raylet, object
+manager, metrics, dashboard agent, runtime-env agent); the worker's Serve proxy gets its own
+port (`RAY_SERVE_WORKER_PROXY_HTTP_PORT`) so clients talk to the head's proxy only, as they
+would talk to the head Service in Kubernetes. Each node starts in a new session (setsid), and
+the session ids are kept in `<temp-dir>/raymlops-nodes.json`: stopping a node signals exactly
+the processes of its session. `ray stop` is not used because it ends every Ray on the machine
+(a `make run` cluster, a test session's cluster).
+
+    python -m kuberay.local_cluster up --temp-dir /tmp/raymlops-cluster --gcs-port 6379
+    python -m kuberay.local_cluster down --temp-dir /tmp/raymlops-cluster
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+STATE_FILE = "raymlops-nodes.json"
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ClusterState:
+    temp_dir: str
+    gcs_address: str
+    dashboard_url: str
+    head_sid: int
+    worker_sid: int | None = None
+    worker_proxy_port: int | None = None
+
+
+def _node_ports() -> list[str]:
+    return [
+        "--node-manager-port",
+        str(free_port()),
+        "--object-manager-port",
+        str(free_port()),
+        "--dashboard-agent-listen-port",
+        str(free_port()),
+        "--dashboard-agent-grpc-port",
+        str(free_port()),
+        "--runtime-env-agent-port",
+        str(free_port()),
+    ]
+
+
+def cluster_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every node (and so every actor) of the cluster gets."""
+    env = dict(os.environ)
+    # A RAY_ADDRESS from the caller (a test session's driver) would make `ray start --head`
+    # join that cluster instead of starting one.
+    env.pop("RAY_ADDRESS", None)
+    env.setdefault("RAY_AUTH_MODE", "token")
+    env.update(extra or {})
+    return env
+
+
+def _start(args: list[str], env: dict[str, str]) -> int:
+    """Run `ray start` in a new session; its session id is the one every node process keeps."""
+    proc = subprocess.Popen(
+        [RAY, "start", *args, "--disable-usage-stats"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        stop_session(proc.pid, grace_s=0, kill=True)
+        raise
+    if proc.returncode != 0:
+        stop_session(proc.pid)
+        raise RuntimeError(f"ray start failed ({proc.returncode}):\n{out}")
+    return proc.pid
+
+
+def start_head(
+    temp_dir: str,
+    gcs_port: int,
+    dashboard_port: int,
+    num_cpus: int,
+    metrics_port: int | None = None,
+    object_store_bytes: int = 300_000_000,
+    env: dict[str, str] | None = None,
+) -> ClusterState:
+    Path(temp_dir).mkdir(parents=True, exist_ok=True)
+    sid = _start(
+        [
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(gcs_port),
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dashboard_port),
+            "--ray-client-server-port",
+            str(free_port()),
+            "--metrics-export-port",
+            str(metrics_port or free_port()),
+            "--num-cpus",
+            str(num_cpus),
+            "--object-store-memory",
+            str(object_store_bytes),
+            "--temp-dir",
+            temp_dir,
+            *_node_ports(),
+        ],
+        env or cluster_env(),
+    )
+    state = ClusterState(
+        temp_dir=temp_dir,
+        gcs_address=f"127.0.0.1:{gcs_port}",
+        dashboard_url=f"http://127.0.0.1:{dashboard_port}",
+        head_sid=sid,
+    )
+    save(state)
+    return state
+
+
+def start_worker(
+    state: ClusterState,
+    num_cpus: int,
+    metrics_port: int | None = None,
+    object_store_bytes: int = 300_000_000,
+    env: dict[str, str] | None = None,
+) -> ClusterState:
+    proxy_port = free_port()
+    node_env = dict(env or cluster_env())
+    node_env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(proxy_port)
+    sid = _start(
+        [
+            "--address",
+            state.gcs_address,
+            "--node-ip-address",
+            "127.0.0.1",
+            "--metrics-export-port",
+            str(metrics_port or free_port()),
+            "--num-cpus",
+            str(num_cpus),
+            "--object-store-memory",
+            str(object_store_bytes),
+            "--temp-dir",
+            state.temp_dir,
+            *_node_ports(),
+        ],
+        node_env,
+    )
+    state.worker_sid = sid
+    state.worker_proxy_port = proxy_port
+    save(state)
+    return state
+
+
+def session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry)) == sid:
+                pids.append(int(entry))
+        except OSError:  # exited while we looked
+            continue
+    return pids
+
+
+def _signal(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def stop_sessions(sids: list[int], grace_s: float = 10.0, kill: bool = False) -> None:
+    """Stop every process of these nodes: SIGTERM (SIGKILL with ``kill``: a crash), then
+    SIGKILL whatever is left after ``grace_s`` (a raylet may take that long to drain)."""
+
+    def alive() -> list[int]:
+        return [pid for sid in sids for pid in session_pids(sid)]
+
+    _signal(alive(), signal.SIGKILL if kill else signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _signal(alive(), signal.SIGKILL)
+
+
+def stop_session(sid: int, grace_s: float = 10.0, kill: bool = False) -> None:
+    stop_sessions([sid], grace_s, kill)
+
+
+def save(state: ClusterState) -> None:
+    Path(state.temp_dir, STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+
+
+def load(temp_dir: str) -> ClusterState | None:
+    path = Path(temp_dir, STATE_FILE)
+    if not path.exists():
+        return None
+    return ClusterState(**json.loads(path.read_text()))
+
+
+def running(state: ClusterState | None) -> bool:
+    return state is not None and bool(session_pids(state.head_sid))
+
+
+def stop(temp_dir: str, grace_s: float = 10.0) -> bool:
+    """Stop the nodes recorded in this temp dir; False if none was recorded."""
+    state = load(temp_dir)
+    if state is None:
+        return False
+    stop_sessions([sid for sid in (state.worker_sid, state.head_sid) if sid], grace_s)
+    Path(temp_dir, STATE_FILE).unlink(missing_ok=True)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kuberay.local_cluster")
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--temp-dir", default="/tmp/raymlops-cluster", help="keep it short")
+    parser.add_argument("--gcs-port", type=int, default=6379)
+    parser.add_argument("--dashboard-port", type=int, default=8265)
+    parser.add_argument("--head-cpus", type=int, default=2)
+    parser.add_argument("--worker-cpus", type=int, default=2)
+    parser.add_argument("--head-metrics-port", type=int, default=None)
+    parser.add_argument("--worker-metrics-port", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    state = load(args.temp_dir)
+    if args.command == "down":
+        print("stopped" if stop(args.temp_dir) else f"no cluster recorded in {args.temp_dir}")
+        return 0
+    if args.command == "status":
+        if not running(state):
+            print("not running")
+            return 1
+        print(json.dumps(asdict(state), indent=2))
+        return 0
+    if running(state):
+        print(f"already running: head {state.gcs_address}, dashboard {state.dashboard_url}")
+        return 0
+    state = start_head(
+        args.temp_dir,
+        args.gcs_port,
+        args.dashboard_port,
+        args.head_cpus,
+        metrics_port=args.head_metrics_port,
+    )
+    try:
+        start_worker(state, args.worker_cpus, metrics_port=args.worker_metrics_port)
+    except Exception:
+        stop(args.temp_dir)
+        raise
+    print(
+        f"head   {state.gcs_address}  dashboard {state.dashboard_url}  (session {state.head_sid})"
+    )
+    print(f"worker joined {state.gcs_address}  (session {state.worker_sid})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Our metrics reach Prometheus: every metric the raymlops dashboard queries is on a Ray node's
+metrics export port, and a Prometheus using monitoring/prometheus/prometheus.yml (file-based
+service discovery, as `make monitor`) returns per-version series of requests, latency and
+canary weight."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+import ray
+import yaml
+
+from tests.conftest import ADMIN_TOKEN
+from tests.helpers import free_port, wait_until
+from tests.unit.test_grafana import dashboard_metrics
+from training import registry
+from training.data import load_dataset
+
+pytestmark = pytest.mark.ray
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+PROM_DIR = Path(__file__).resolve().parents[2] / "monitoring" / "prometheus"
+PROMETHEUS = shutil.which("prometheus")
+_SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(\{.*\})?\s")
+
+
+@pytest.fixture(scope="module")
+def data(training_config):
+    return load_dataset(training_config.dataset)
+
+
+@pytest.fixture
+def registry_restored(trained, mlflow_uri, training_config):
+    """This test rolls a copy of the champion out and back: put the registry state back."""
+    client = registry.get_client(mlflow_uri)
+    name = training_config.model_name
+
+    def reset():
+        registry.set_alias(client, name, registry.CHAMPION, trained.version)
+        registry.delete_alias(client, name, registry.CHALLENGER)
+        client.set_registered_model_tag(name, "mlops.rollout", "")
+
+    reset()
+    yield trained.version
+    reset()
+
+
+def metrics_targets() -> list[str]:
+    """host:port of every alive node's metrics export port (what Ray's SD file lists)."""
+    return [
+        f"{n['NodeManagerAddress']}:{n['MetricsExportPort']}" for n in ray.nodes() if n["Alive"]
+    ]
+
+
+def exported_names(application: str) -> set[str]:
+    """Metric names with at least one series of ``application`` on any node's export port."""
+    names = set()
+    for target in metrics_targets():
+        text = httpx.get(f"http://{target}/metrics", timeout=10).text
+        for line in text.splitlines():
+            m = _SAMPLE.match(line)
+            if m and f'application="{application}"' in (m.group(2) or ""):
+                names.add(m.group(1))
+    return names
+
+
+def test_every_dashboard_metric_is_exported(
+    serve_app, registry_restored, mlflow_uri, training_config, data
+):
+    champion = registry_restored
+    app = "raymlops-metrics"
+    url = serve_app(
+        name=app,
+        # Two records fit in the router's buffer: a burst of requests drops some (counted).
+        records={"buffer_capacity": 2, "flush_interval_s": 0.5},
+        drift={
+            "window_size": 500,
+            "min_samples": 20,
+            "min_labelled": 10,
+            "min_new_samples": 1,
+            "min_new_labels": 1,
+            "hysteresis_count": 1,
+            "cooldown_s": 0,
+            "evaluate_interval_s": 0.5,
+            "trigger_on": ["accuracy"],
+        },
+        # More CPUs than the cluster has: the retraining is started (and counted) but never
+        # scheduled, so this test neither runs Tune nor registers a model. Serve deletes the
+        # monitor, and with it the pending task, when the test ends.
+        retraining={"min_labelled_rows": 10, "task_cpus": 64},
+    )
+    X, y = data
+    name = training_config.model_name
+    client = httpx.Client(timeout=120)
+
+    # A rollout of a copy of the champion, rolled straight back: rollout step and events.
+    src = registry.get_client(mlflow_uri).get_model_version(name, champion)
+    registry.use_tracking_uri(mlflow_uri)
+    v2 = str(mlflow.register_model(src.source, name, tags=src.tags).version)
+    r = client.post(f"{url}/admin/rollout", json={"version": v2}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    r = client.post(f"{url}/admin/rollout/rollback", json={}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+
+    wanted = dashboard_metrics()
+    pending: list[tuple[str, list[int]]] = []
+    start = 0
+
+    def drive_and_scrape():
+        nonlocal start
+        # Feedback for the previous burst (its records have reached the monitor by now), with
+        # wrong labels: accuracy drops, the accuracy detector fires, a retraining starts.
+        if pending:
+            items = [{"request_id": rid, "label": labels} for rid, labels in pending]
+            client.post(f"{url}/feedback", json=items)
+            pending.clear()
+        for _ in range(6):
+            rows = slice(start % (len(X) - 10), start % (len(X) - 10) + 10)
+            start += 10
+            r = client.post(f"{url}/predict", json={"features": X.iloc[rows].values.tolist()})
+            assert r.status_code == 200, r.text
+            pending.append((r.json()["request_id"], [int(1 - v) for v in y.iloc[rows]]))
+        assert client.post(f"{url}/predict", json={"features": [[1.0]]}).status_code == 422
+        missing = wanted - exported_names(app)
+        if missing:
+            raise AssertionError(f"not exported yet: {sorted(missing)}")
+        return True
+
+    try:
+        wait_until(drive_and_scrape, timeout=120, interval=1.0, what="every dashboard metric")
+    finally:
+        client.close()
+
+
+@pytest.mark.skipif(
+    PROMETHEUS is None,
+    reason="prometheus not installed (Debian: apt-get install prometheus; .ci/run installs it)",
+)
+def test_local_prometheus_returns_per_version_series(serve_app, trained, data, tmp_path):
+    """The acceptance check of `make monitor`, on the test session's cluster.
+
+    Ray's dashboard writes the service-discovery file; this session's cluster runs without a
+    dashboard (tests/conftest.py), so the test writes the same content Ray's writer does
+    (ray.nodes(): NodeManagerAddress:MetricsExportPort, job "ray") and points the repository's
+    prometheus.yml at it."""
+    app = "raymlops-prom"
+    url = serve_app(name=app)
+    sd_file = tmp_path / "prom_metrics_service_discovery.json"
+    sd_file.write_text(json.dumps([{"labels": {"job": "ray"}, "targets": metrics_targets()}]))
+
+    config = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(PROM_DIR / f) for f in config["rule_files"]]
+    (job,) = config["scrape_configs"]
+    job["file_sd_configs"][0]["files"] = [str(sd_file)]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "prometheus.log", "w"),  # noqa: SIM115
+    )
+    prom = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(timeout=30) as c:
+            X, _ = data
+            for i in range(20):
+                r = c.post(f"{url}/predict", json={"features": [X.iloc[i].tolist()]})
+                assert r.status_code == 200, r.text
+
+            def versions(query: str) -> set[str]:
+                body = c.get(f"{prom}/api/v1/query", params={"query": query}).json()
+                assert body["status"] == "success", body
+                return {s["metric"].get("model_version") for s in body["data"]["result"]}
+
+            def per_version_series():
+                sel = f'{{application="{app}"}}'
+                got = {
+                    "requests": versions(f"ray_mlops_requests_total{sel}"),
+                    "latency": versions(f"ray_mlops_request_latency_ms_bucket{sel}"),
+                    "canary": versions(f"ray_mlops_canary_weight{sel}"),
+                }
+                if not all(trained.version in v for v in got.values()):
+                    raise AssertionError(f"model_version labels so far: {got}")
+                return got
+
+            wait_until(per_version_series, timeout=90, interval=1.0, what="per-version series")
+            up = c.get(f"{prom}/api/v1/query", params={"query": 'up{job="ray"}'}).json()
+            assert {s["value"][1] for s in up["data"]["result"]} == {"1"}, up
+            rules = c.get(f"{prom}/api/v1/rules").json()["data"]["groups"]
+            assert rules and rules[0]["name"] == "raymlops"
+    except BaseException:
+        print((tmp_path / "prometheus.log").read_text()[-3000:])
+        raise
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
