@@ -2,8 +2,14 @@
 
 from configs.settings import (
     PROJECT_ROOT,
+    DriftConfig,
+    RetrainingConfig,
+    RolloutConfig,
     TrainingConfig,
     default_tracking_uri,
+    load_drift_config,
+    load_retraining_config,
+    load_rollout_config,
     load_section,
     load_training_config,
     local_artifact_root,
@@ -11,9 +17,15 @@ from configs.settings import (
 
 __all__ = [
     "PROJECT_ROOT",
+    "DriftConfig",
+    "RetrainingConfig",
+    "RolloutConfig",
     "TrainingConfig",
     "default_tracking_uri",
+    "load_drift_config",
     "load_section",
+    "load_retraining_config",
+    "load_rollout_config",
     "load_training_config",
     "local_artifact_root",
 ]

@@ -53,6 +53,111 @@ class TrainingConfig(StrictModel):
         return self
 
 
+class RolloutConfig(StrictModel):
+    """The canary policy: steps, how much evidence each needs, and what counts as worse."""
+
+    steps: list[float] = Field([10, 25, 50, 100], description="challenger traffic %, in order")
+    min_requests: int = Field(200, ge=1, description="challenger requests per step")
+    min_step_seconds: float = Field(30.0, ge=0)
+    max_step_seconds: float = Field(
+        900.0, gt=0, description="after this without enough data the step holds as inconclusive"
+    )
+    analysis_interval_s: float = Field(2.0, gt=0)
+    error_rate_margin: float = Field(0.01, ge=0)
+    latency_p99_factor: float = Field(2.0, ge=1)
+    latency_p99_floor_ms: float = Field(50.0, ge=0)
+    min_labelled: int = Field(50, ge=1, description="labels per version for the accuracy test")
+    accuracy_alpha: float = Field(0.05, gt=0, lt=1)
+    shadow_fraction: float = Field(
+        0.0, ge=0, le=1, description="share of champion requests mirrored to an idle challenger"
+    )
+
+    @model_validator(mode="after")
+    def _steps_increase_to_100(self) -> RolloutConfig:
+        if not self.steps or any(not 0 < s <= 100 for s in self.steps):
+            raise ValueError("steps must be percentages in (0, 100]")
+        if sorted(self.steps) != self.steps or self.steps[-1] != 100:
+            raise ValueError(f"steps must increase and end at 100, got {self.steps}")
+        return self
+
+
+class RetrainingConfig(StrictModel):
+    """What a drift-triggered retraining trains on and what it must beat."""
+
+    min_labelled_rows: int = Field(100, ge=10, description="feedback rows needed to retrain")
+    holdout_fraction: float = Field(
+        0.3, gt=0, lt=1, description="recent labelled rows kept aside to compare with champion"
+    )
+    margin: float = Field(0.02, ge=0, description="accuracy the winner must add over champion")
+    recent_weight: int = Field(3, ge=1, description="times recent rows repeat in training data")
+    include_base_data: bool = True
+    task_cpus: float = Field(0.0, ge=0, description="CPUs of the task driving Tune")
+
+
+DriftDetector = Literal["ks", "psi", "chi2", "accuracy"]
+
+
+class DriftConfig(StrictModel):
+    """What the DriftMonitor keeps in memory, how its detectors decide, and when it retrains."""
+
+    window_size: int = Field(2000, ge=10, description="recent rows (features, predictions)")
+    label_window_size: int = Field(2000, ge=10, description="recent labelled rows per version")
+    max_versions: int = Field(4, ge=2, description="versions with windows; oldest dropped")
+    min_samples: int = Field(200, ge=10, description="rows before KS, PSI, chi-square run")
+    min_labelled: int = Field(100, ge=10, description="labels before the accuracy test runs")
+    min_new_samples: int = Field(
+        100, ge=1, description="new rows an evaluation needs to count for hysteresis"
+    )
+    min_new_labels: int = Field(
+        25, ge=1, description="new labels an evaluation needs to count for hysteresis"
+    )
+    ks_alpha: float = Field(0.01, gt=0, lt=1, description="family-wise, before Bonferroni")
+    psi_threshold: float = Field(0.25, gt=0)
+    psi_rearm_threshold: float = Field(0.1, ge=0, description="PSI detector re-arms below")
+    psi_bins: int = Field(10, ge=2)
+    chi2_alpha: float = Field(0.01, gt=0, lt=1)
+    chi2_min_effect: float = Field(
+        0.05, ge=0, le=1, description="total-variation distance the class shares must move"
+    )
+    chi2_method: Literal["homogeneity", "goodness_of_fit"] = "homogeneity"
+    accuracy_tolerance: float = Field(0.05, ge=0, lt=1, description="allowed drop from baseline")
+    accuracy_alpha: float = Field(0.01, gt=0, lt=1)
+    rearm_alpha: float = Field(
+        0.1, gt=0, lt=1, description="a p-value detector re-arms when its p-value is above"
+    )
+    hysteresis_count: int = Field(3, ge=1, description="consecutive evaluations over threshold")
+    cooldown_s: float = Field(1800.0, ge=0, description="between triggers, and after a failure")
+    trigger_on: list[DriftDetector] = Field(
+        ["ks", "psi", "chi2", "accuracy"], description="detectors that may start a retraining"
+    )
+    request_map_rows: int = Field(
+        100_000, ge=1, description="rows held for joining feedback to predictions"
+    )
+    request_map_ttl_s: float = Field(3600.0, gt=0, description="feedback later than this: unknown")
+    feedback_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="a label that arrives before its prediction record (records travel in "
+        "batches) waits this long to be joined before it counts as unknown",
+    )
+    feedback_grace_items: int = Field(20_000, ge=0, description="labels waiting at most")
+    evaluate_interval_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DriftConfig:
+        if self.min_samples > self.window_size:
+            raise ValueError(f"min_samples {self.min_samples} > window_size {self.window_size}")
+        if self.min_labelled > self.label_window_size:
+            raise ValueError(
+                f"min_labelled {self.min_labelled} > label_window_size {self.label_window_size}"
+            )
+        if self.psi_rearm_threshold >= self.psi_threshold:
+            raise ValueError("psi_rearm_threshold must be below psi_threshold")
+        if self.rearm_alpha <= max(self.ks_alpha, self.chi2_alpha, self.accuracy_alpha):
+            raise ValueError("rearm_alpha must be above ks_alpha, chi2_alpha and accuracy_alpha")
+        return self
+
+
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -89,6 +194,18 @@ def load_section(section: str, model: type[T], path: str | Path | None = None) -
 
 def load_training_config(path: str | Path | None = None) -> TrainingConfig:
     return load_section("training", TrainingConfig, path)
+
+
+def load_rollout_config(path: str | Path | None = None) -> RolloutConfig:
+    return load_section("rollout", RolloutConfig, path)
+
+
+def load_retraining_config(path: str | Path | None = None) -> RetrainingConfig:
+    return load_section("retraining", RetrainingConfig, path)
+
+
+def load_drift_config(path: str | Path | None = None) -> DriftConfig:
+    return load_section("drift", DriftConfig, path)
 
 
 def default_tracking_uri() -> str:

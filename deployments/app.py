@@ -1,8 +1,9 @@
 """`build_app(args)`: the typed application builder that `serve_config.yaml` imports.
 
 The graph is fixed: Router -> ModelServer "blue" / "green", all following one
-RolloutController. Model versions move through the MLflow registry; this graph, and so
-`serve_config.yaml` and the RayService `serveConfigV2`, never change for a rollout.
+RolloutController; the Router ships prediction records to one DriftMonitor. Model versions move
+through the MLflow registry; this graph, and so `serve_config.yaml` and the RayService
+`serveConfigV2`, never change for a rollout.
 """
 
 from __future__ import annotations
@@ -10,7 +11,17 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
-from configs import default_tracking_uri
+from configs import (
+    DriftConfig,
+    RetrainingConfig,
+    RolloutConfig,
+    TrainingConfig,
+    default_tracking_uri,
+    load_drift_config,
+    load_retraining_config,
+    load_rollout_config,
+    load_training_config,
+)
 
 
 class BatchArgs(BaseModel):
@@ -18,6 +29,17 @@ class BatchArgs(BaseModel):
 
     max_batch_size: int = Field(32, ge=1, description="requests merged into one model call")
     batch_wait_timeout_s: float = Field(0.002, ge=0, description="how long a batch waits to fill")
+
+
+class RecordsArgs(BaseModel):
+    """How routers ship prediction records to the DriftMonitor (off the request path)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    buffer_capacity: int = Field(20_000, ge=1, description="records held; oldest dropped beyond")
+    batch_size: int = Field(1_000, ge=1)
+    flush_interval_s: float = Field(0.5, gt=0)
+    flush_timeout_s: float = Field(5.0, gt=0)
 
 
 class AppArgs(BaseModel):
@@ -37,6 +59,17 @@ class AppArgs(BaseModel):
     registry_poll_s: float = Field(5.0, gt=0, description="how often to look for a champion")
     slot_ready_timeout_s: float = Field(120.0, gt=0)
     batching: BatchArgs = BatchArgs()
+    records: RecordsArgs = RecordsArgs()
+    rollout: RolloutConfig | None = Field(
+        None, description="canary policy; default: configs/rollout.yaml (+ env overrides)"
+    )
+    drift: DriftConfig | None = Field(None, description="default: configs/drift.yaml")
+    retraining: RetrainingConfig | None = Field(
+        None, description="default: configs/retraining.yaml"
+    )
+    training: TrainingConfig | None = Field(
+        None, description="search used by retraining; default: configs/training.yaml"
+    )
 
 
 def build_app(args: AppArgs) -> Application:
@@ -44,12 +77,25 @@ def build_app(args: AppArgs) -> Application:
     from deployments.controller import RolloutController
     from deployments.model_server import ModelServer
     from deployments.router import Router
+    from monitoring.monitor import DriftMonitor
 
     if isinstance(args, dict):
         args = AppArgs.model_validate(args)
-    resolved = args.model_copy(update={"tracking_uri": args.tracking_uri or default_tracking_uri()})
+    resolved = args.model_copy(
+        update={
+            "tracking_uri": args.tracking_uri or default_tracking_uri(),
+            "rollout": args.rollout or load_rollout_config(),
+            "drift": args.drift or load_drift_config(),
+            "retraining": args.retraining or load_retraining_config(),
+            # Retraining registers under the app's model name, whatever the YAML says.
+            "training": (args.training or load_training_config()).model_copy(
+                update={"model_name": args.model_name}
+            ),
+        }
+    )
     conf = resolved.model_dump()
-    controller = RolloutController.bind(conf)
+    monitor = DriftMonitor.bind(conf)
+    controller = RolloutController.bind(conf, monitor)
     blue = ModelServer.options(name="blue").bind("blue", controller, conf)
     green = ModelServer.options(name="green").bind("green", controller, conf)
-    return Router.bind(blue, green, controller, conf)
+    return Router.bind(blue, green, controller, monitor, conf)

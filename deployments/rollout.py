@@ -21,6 +21,13 @@ log = logging.getLogger(__name__)
 
 SLOT_TAG = "mlops.slot.{slot}"
 WEIGHTS_TAG = "mlops.weights"
+ROLLOUT_TAG = "mlops.rollout"
+HISTORY_TAG = "mlops.history"
+HISTORY_KEEP = 10
+
+
+class RolloutError(ValueError):
+    """A rollout request that cannot be carried out (the message says why)."""
 
 
 @dataclass
@@ -46,6 +53,10 @@ class RolloutCore:
         default_factory=lambda: {s: {} for s in SLOTS}
     )
     last_error: str | None = None
+    steps: list[float] = field(default_factory=lambda: [10.0, 25.0, 50.0, 100.0])
+    rollout: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    wall: Any = time.time
 
     # ---- reading -------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -57,6 +68,7 @@ class RolloutCore:
             "weights": dict(self.weights),
             "versions": {v: self.versions[v] for v in self.slots.values() if v in self.versions},
             "last_error": self.last_error,
+            "rollout": dict(self.rollout) if self.rollout else None,
         }
 
     def live_slot(self) -> str | None:
@@ -125,6 +137,12 @@ class RolloutCore:
         self.client.set_registered_model_tag(
             self.model_name, WEIGHTS_TAG, json.dumps(self.weights, sort_keys=True)
         )
+        durable = None
+        if self.rollout is not None:
+            durable = {k: self.rollout[k] for k in ("version", "slot", "step", "paused")}
+        self.client.set_registered_model_tag(
+            self.model_name, ROLLOUT_TAG, json.dumps(durable) if durable else ""
+        )
 
     def bootstrap(self) -> None:
         """Rebuild state from the registry: champion alias, then slot tags where consistent.
@@ -144,7 +162,46 @@ class RolloutCore:
         live = next((s for s in SLOTS if tagged[s] == champion), SLOTS[0])
         self.assign(live, champion)
         self.weights[live] = 1.0
+        try:
+            self.history = json.loads(tags.get(HISTORY_TAG) or "[]")
+        except ValueError:
+            self.history = []
+        self._resume_rollout(tags.get(ROLLOUT_TAG), live)
         self._bump()
+
+    def _resume_rollout(self, raw: str | None, live: str) -> None:
+        """Resume a rollout recorded in MLflow if the aliases still agree with it; otherwise
+        record that it was abandoned and stay on the champion alone (the safe state)."""
+        if not raw:
+            return
+        try:
+            saved = json.loads(raw)
+            version, slot, step = str(saved["version"]), saved["slot"], int(saved["step"])
+        except (ValueError, KeyError, TypeError):
+            self.record_event("abandoned", None, f"unreadable rollout record {raw!r}", {})
+            return
+        challenger = registry.alias_version(self.client, self.model_name, registry.CHALLENGER)
+        if challenger != version or slot == live or slot not in SLOTS or version == self.champion:
+            self.record_event(
+                "abandoned",
+                version,
+                f"rollout record (v{version} in {slot}) disagrees with the registry "
+                f"(challenger alias: {challenger}); serving the champion alone",
+                {},
+            )
+            return
+        self.assign(slot, version)
+        self.rollout = {
+            "version": version,
+            "slot": slot,
+            "step": min(step, len(self.steps) - 1),
+            "paused": bool(saved.get("paused")),
+            "started_at": self.wall(),
+            "step_started_at": self.wall(),
+            "state": "resumed after restart: waiting for the slot to load",
+            "analysis": None,
+            "resumed": True,
+        }
 
     def plan_reload(self) -> tuple[str, str] | None:
         """If alias ``champion`` moved, the (idle slot, new version) to load; else None."""
@@ -158,3 +215,104 @@ class RolloutCore:
         self.champion = version
         self.weights = {s: (1.0 if s == slot else 0.0) for s in SLOTS}
         self._bump()
+
+    # ---- canary rollout ------------------------------------------------------------------
+    def record_event(self, event: str, version: str | None, reason: str, numbers: dict) -> dict:
+        entry = {
+            "event": event,
+            "version": version,
+            "at": round(self.wall(), 3),
+            "reason": reason,
+            "numbers": numbers,
+        }
+        self.history = (self.history + [entry])[-HISTORY_KEEP:]
+        log.info("rollout %s v%s: %s", event, version, reason)
+        return entry
+
+    def persist_history(self) -> None:
+        # MLflow tag values are bounded; keep the newest entries that fit.
+        history = self.history
+        while history and len(json.dumps(history)) > 4500:
+            history = history[1:]
+        self.client.set_registered_model_tag(self.model_name, HISTORY_TAG, json.dumps(history))
+
+    def begin_rollout(self, version: str) -> str:
+        """Check that ``version`` can be rolled out; return the idle slot to load it into."""
+        version = str(version)
+        if self.rollout is not None:
+            raise RolloutError(
+                f"a rollout of v{self.rollout['version']} is in progress; promote or roll it "
+                "back first"
+            )
+        if self.champion is None or self.live_slot() is None:
+            raise RolloutError("no live champion to compare against; use /reload instead")
+        if version == self.champion:
+            raise RolloutError(f"v{version} is already the champion")
+        self.describe(version)  # raises if the version does not exist
+        return self.idle_slot()
+
+    def enter_step(self, version: str, slot: str, step: int, *, resumed: bool = False) -> None:
+        """Give the challenger ``steps[step]`` percent of traffic."""
+        share = self.steps[step] / 100.0
+        live = self.live_slot()
+        self.weights = {live: 1.0 - share, slot: share}
+        now = self.wall()
+        if self.rollout is None:
+            self.rollout = {"version": version, "slot": slot, "started_at": now, "paused": False}
+            registry.set_alias(self.client, self.model_name, registry.CHALLENGER, version)
+            self.record_event("started", version, f"canary in slot {slot}", {"steps": self.steps})
+        self.rollout.update(
+            step=step,
+            step_started_at=now,
+            state=f"step {step + 1}/{len(self.steps)}: {self.steps[step]:g}% to v{version}",
+            analysis=None,
+            resumed=resumed,
+        )
+        self._bump()
+
+    def promote(self, reason: str, numbers: dict) -> dict:
+        ro = self._require_rollout()
+        version, slot = ro["version"], ro["slot"]
+        previous = self.champion
+        registry.set_alias(self.client, self.model_name, registry.CHAMPION, version)
+        registry.delete_alias(self.client, self.model_name, registry.CHALLENGER)
+        now = self.wall()
+        self.client.set_model_version_tag(
+            self.model_name, version, "mlops.promoted_at", f"{now:.3f}"
+        )
+        self.client.set_model_version_tag(
+            self.model_name, version, "mlops.promoted_reason", reason[:4000]
+        )
+        self.champion = version
+        self.weights = {s: (1.0 if s == slot else 0.0) for s in SLOTS}
+        self.rollout = None
+        entry = self.record_event(
+            "promoted", version, f"{reason} (previous champion v{previous})", numbers
+        )
+        self._bump()
+        return entry
+
+    def rollback(self, reason: str, numbers: dict) -> dict:
+        ro = self._require_rollout()
+        version = ro["version"]
+        live = self.live_slot()
+        self.weights = {s: (1.0 if s == live else 0.0) for s in SLOTS}
+        self.rollout = None
+        self._bump()  # traffic first: the registry writes below must not delay it
+        registry.delete_alias(self.client, self.model_name, registry.CHALLENGER)
+        record = json.dumps({"reason": reason, "numbers": numbers, "at": self.wall()})
+        self.client.set_model_version_tag(self.model_name, version, "mlops.rejected", record[:4900])
+        return self.record_event("rolled_back", version, reason, numbers)
+
+    def set_paused(self, paused: bool) -> None:
+        ro = self._require_rollout()
+        ro["paused"] = paused
+        ro["state"] = "paused" if paused else f"resumed at step {ro['step'] + 1}"
+        if not paused:
+            ro["step_started_at"] = self.wall()
+        self._bump()
+
+    def _require_rollout(self) -> dict:
+        if self.rollout is None:
+            raise RolloutError("no rollout in progress")
+        return self.rollout

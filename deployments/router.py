@@ -9,19 +9,23 @@ import hmac
 import json
 import logging
 import os
+import random
 import time
 import uuid
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from ray import serve
-from ray.exceptions import RayError
+from ray.exceptions import RayError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 
 from deployments import schemas
+from deployments.records import RecordBuffer
 from deployments.routing import NoLiveModel, TrafficSplit, UnknownVersion
 from deployments.schemas import InputError
+from monitoring.metrics import Metrics
 
 log = logging.getLogger("ray.serve")
 
@@ -98,27 +102,61 @@ INVOCATIONS_BODY = {
 }
 
 
+FEEDBACK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "description": "One {request_id, label}, a list of them, or "
+                    '{"feedback": [...]}; for a multi-row request, label is a list',
+                },
+                "example": {"request_id": "9f1c0d2e...", "label": 1},
+            }
+        },
+    }
+}
+
+ROUTER_METRICS = [
+    "mlops_requests",
+    "mlops_errors",
+    "mlops_predictions",
+    "mlops_request_latency_ms",
+    "mlops_records_dropped",
+    "mlops_feedback",
+]
+
+
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
 @serve.ingress(api)
 class Router:
     """Ingress deployment; see module docstring."""
 
-    async def __init__(self, blue, green, controller, args: dict[str, Any]):
+    async def __init__(self, blue, green, controller, monitor, args: dict[str, Any]):
         self._slots = {"blue": blue, "green": green}
         self._controller = controller
+        self._monitor = monitor
         self._args = args
         self._token = os.environ.get(args["admin_token_env"]) or None
         self._state: dict[str, Any] | None = None
         self._split = TrafficSplit.from_state({}, {})
+        self._shadow: tuple[str, str] | None = None  # (slot, version) of a shadowed challenger
+        self._shadow_fraction = float(args["rollout"]["shadow_fraction"])
+        self._records = RecordBuffer(args["records"]["buffer_capacity"])
+        self._metrics = Metrics.create(ROUTER_METRICS)
+        self._background: set[asyncio.Task] = set()
         try:
             self._apply(await controller.poll.remote(-1, 0))
         except Exception:
             log.exception("router: controller not reachable yet; following in the background")
-        self._task = asyncio.get_running_loop().create_task(self._follow())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._follow()), loop.create_task(self._flush_records())]
 
     # ---- state following -----------------------------------------------------------------
     def _apply(self, state: dict[str, Any]) -> None:
         self._split = TrafficSplit.from_state(state["slots"], state["weights"])
+        ro = state.get("rollout")
+        self._shadow = (ro["slot"], ro["version"]) if ro and self._shadow_fraction > 0 else None
         self._state = state
 
     async def _follow(self) -> None:
@@ -129,6 +167,56 @@ class Router:
             except Exception:
                 log.exception("router: polling the controller failed; retrying")
                 await asyncio.sleep(1.0)
+
+    # ---- records to the drift monitor, off the request path -------------------------------
+    def _record(self, record: dict[str, Any]) -> None:
+        if self._records.add(record):
+            self._metrics["mlops_records_dropped"].inc(tags={"reason": "buffer_full"})
+
+    async def _flush_records(self) -> None:
+        conf = self._args["records"]
+        while True:
+            await asyncio.sleep(conf["flush_interval_s"])
+            while len(self._records):
+                batch = self._records.take(conf["batch_size"])
+                try:
+                    await asyncio.wait_for(
+                        self._monitor.ingest.remote(batch), conf["flush_timeout_s"]
+                    )
+                except Exception as exc:
+                    # The monitor is slow or restarting: predictions must not wait for it.
+                    self._metrics["mlops_records_dropped"].inc(
+                        len(batch), tags={"reason": "monitor_unavailable"}
+                    )
+                    log.warning(
+                        "router: dropped %d records: monitor unavailable (%r)", len(batch), exc
+                    )
+                    break
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _mirror(self, X: np.ndarray, champion_pred: list, request_id: str) -> None:
+        """Shadow: send the same rows to the challenger, keep only agreement."""
+        slot, version = self._shadow
+        try:
+            out = await self._slots[slot].predict.remote(version, X)
+        except Exception as exc:
+            log.warning("router: shadow call to v%s failed: %r", version, exc)
+            return
+        agree = int(np.sum(np.asarray(out["predictions"]) == np.asarray(champion_pred)))
+        self._record(
+            {
+                "kind": "shadow",
+                "request_id": request_id,
+                "model_version": version,
+                "rows": len(champion_pred),
+                "agree": agree,
+                "ts": time.time(),
+            }
+        )
 
     # ---- helpers -------------------------------------------------------------------------
     def _not_ready(self) -> Response:
@@ -153,19 +241,21 @@ class Router:
             return _error(403, "invalid admin token")
         return None
 
-    async def _infer(
-        self, rows: Any, pin: str | None, key: str | None
-    ) -> tuple[dict[str, Any], str]:
-        slot, version = self._split.pick(pin, key)
-        info = self._state["versions"][version]
-        X = schemas.to_matrix(rows, info["feature_names"], self._args["max_batch_rows"])
-        out = await self._slots[slot].predict.remote(version, X)
-        return out, slot
+    def _count(self, version: str, slot: str, route: str, outcome: str, t0: float) -> None:
+        self._metrics["mlops_requests"].inc(
+            tags={"model_version": version, "slot": slot, "route": route, "outcome": outcome}
+        )
+        if outcome == "ok":
+            self._metrics["mlops_request_latency_ms"].observe(
+                (time.perf_counter() - t0) * 1000, tags={"model_version": version}
+            )
 
-    async def _run(self, request: Request, rows_of) -> Response | dict[str, Any]:
-        """Shared path of /predict and /invocations: parse, route, call, map errors."""
+    async def _run(self, request: Request, route: str, rows_of) -> Response | dict[str, Any]:
+        """Shared path of /predict and /invocations: parse, route, call, record, map errors."""
+        t0 = time.perf_counter()
         if self._state is None:
             return self._not_ready()
+        slot = version = "none"
         try:
             payload = schemas.parse_json(await request.body())
             rows, pin, key = rows_of(payload)
@@ -173,11 +263,15 @@ class Router:
                 pin = request.headers.get("x-model-version")
             if key is None:
                 key = request.headers.get("x-routing-key")
-            out, _slot = await self._infer(rows, pin, key)
-            return out
+            slot, version = self._split.pick(pin, key)
+            info = self._state["versions"][version]
+            X = schemas.to_matrix(rows, info["feature_names"], self._args["max_batch_rows"])
+            out = await self._slots[slot].predict.remote(version, X)
         except InputError as exc:
+            self._metrics["mlops_errors"].inc(tags={"model_version": version, "kind": "bad_input"})
             return _error(exc.status, exc.detail)
         except UnknownVersion as exc:
+            self._metrics["mlops_errors"].inc(tags={"model_version": "none", "kind": "bad_input"})
             return _error(
                 404,
                 f"model version {exc.version!r} is not live; live versions: {exc.live}",
@@ -185,17 +279,64 @@ class Router:
             )
         except NoLiveModel:
             return self._not_ready()
-        except BackPressureError:
-            return _error(503, "overloaded: too many requests queued for the model; retry")
-        except RayError as exc:
-            log.exception("router: model slot call failed")
+        except (BackPressureError, RayError) as exc:
+            if isinstance(exc, BackPressureError):
+                kind = "overloaded"
+            elif isinstance(exc, RayTaskError):
+                kind = "model_error"  # the model itself raised: a server fault, not the input
+            else:
+                kind = "replica"
+            self._metrics["mlops_errors"].inc(tags={"model_version": version, "kind": kind})
+            self._count(version, slot, route, "error", t0)
+            self._record(
+                {
+                    "kind": "request",
+                    "request_id": uuid.uuid4().hex,
+                    "model_version": version,
+                    "latency_ms": None,
+                    "error": kind,
+                    "ts": time.time(),
+                }
+            )
+            if kind == "overloaded":
+                return _error(503, "overloaded: too many requests queued for the model; retry")
+            if kind == "model_error":
+                log.error("router: v%s raised: %s", version, exc)
+                return _error(500, f"model v{version} failed on this input: {exc.cause!r}")
+            log.error("router: slot %s (v%s) call failed: %r", slot, version, exc)
             return _error(503, f"model replica unavailable ({type(exc).__name__}); retry")
+        request_id = uuid.uuid4().hex
+        latency_ms = (time.perf_counter() - t0) * 1000
+        out["request_id"] = request_id
+        out["latency_ms"] = round(latency_ms, 3)
+        self._count(version, slot, route, "ok", t0)
+        self._metrics["mlops_predictions"].inc(len(X), tags={"model_version": version})
+        self._record(
+            {
+                "kind": "request",
+                "request_id": request_id,
+                "model_version": version,
+                "features": X,
+                "predictions": out["predictions"],
+                "latency_ms": latency_ms,
+                "error": None,
+                "ts": time.time(),
+            }
+        )
+        shadow = self._shadow
+        if (
+            shadow is not None
+            and pin is None
+            and shadow[1] != version
+            and random.random() < self._shadow_fraction
+        ):
+            self._spawn(self._mirror(X, out["predictions"], request_id))
+        return out
 
     # ---- routes --------------------------------------------------------------------------
     @api.post("/predict", openapi_extra=PREDICT_BODY)
     async def predict(self, request: Request):
         """Predict one row or many; answers predictions, probabilities and the version used."""
-        t0 = time.perf_counter()
 
         def rows_of(payload):
             rows = schemas.predict_rows(payload)
@@ -203,12 +344,10 @@ class Router:
             key = payload.get("routing_key")
             return rows, None if pin is None else str(pin), None if key is None else str(key)
 
-        out = await self._run(request, rows_of)
+        out = await self._run(request, "predict", rows_of)
         if isinstance(out, Response):
             return out
         out["model_name"] = self._state["model_name"]
-        out["request_id"] = uuid.uuid4().hex
-        out["latency_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         return _json(out)
 
     @api.post("/invocations", openapi_extra=INVOCATIONS_BODY)
@@ -220,10 +359,29 @@ class Router:
             names = self._state["versions"][version]["feature_names"] if version else []
             return schemas.invocation_rows(payload, names), None, None
 
-        out = await self._run(request, rows_of)
+        out = await self._run(request, "invocations", rows_of)
         if isinstance(out, Response):
             return out
         return _json({"predictions": out["predictions"]})
+
+    @api.post("/feedback", openapi_extra=FEEDBACK_BODY)
+    async def feedback(self, request: Request):
+        """Ground truth for earlier predictions: {request_id, label} or a list of them.
+
+        Unknown or expired request ids are counted in the answer, not refused."""
+        try:
+            items = schemas.feedback_items(schemas.parse_json(await request.body()))
+        except InputError as exc:
+            return _error(exc.status, exc.detail)
+        try:
+            counts = await self._monitor.feedback.remote(items)
+        except RayError as exc:
+            log.error("router: monitor unavailable for feedback: %r", exc)
+            return _error(503, "drift monitor unavailable (restarting?); retry the feedback")
+        for outcome, n in counts.items():
+            if n:
+                self._metrics["mlops_feedback"].inc(n, tags={"outcome": outcome})
+        return _json(counts)
 
     @api.get("/health")
     async def health(self):
@@ -254,25 +412,109 @@ class Router:
                 "champion": state["champion"],
                 "slots": state["slots"],
                 "weights": state["weights"],
+                "rollout": state.get("rollout"),
                 "versions": state["versions"],
             }
         )
 
-    @api.post("/reload")
-    async def reload(self, request: Request):
-        """Admin: resolve alias 'champion' again and move traffic to it once it is loaded."""
+    @api.get("/monitor/status")
+    async def monitor_status(self):
+        """Drift monitor: scores per feature, accuracy, last trigger and why, retraining."""
+        try:
+            return _json(await self._monitor.status.remote())
+        except RayError as exc:
+            return _error(503, f"drift monitor unavailable: {type(exc).__name__}")
+
+    # ---- admin ---------------------------------------------------------------------------
+    async def _admin(self, request: Request, call) -> Response:
         denied = self._check_admin(request)
         if denied is not None:
             return denied
-        result = await self._controller.reload.remote()
-        if result.get("error"):
-            return _json(result, 503)
-        # Wait for our own split to show the change, so the caller's next request sees it.
-        deadline = time.monotonic() + 5
-        while (
-            result.get("changed")
-            and self._state["champion"] != result["champion"]
-            and time.monotonic() < deadline
-        ):
-            await asyncio.sleep(0.05)
+        try:
+            body = schemas.parse_json(await request.body()) if request.method != "GET" else {}
+        except InputError:
+            body = {}
+        if body and not isinstance(body, dict):
+            return _error(422, "expected a JSON object")
+        try:
+            result = await call(body or {})
+        except InputError as exc:
+            return _error(exc.status, exc.detail)
+        if isinstance(result, dict) and result.get("error"):
+            return _json(result, 409)
         return _json(result)
+
+    @api.post("/reload")
+    async def reload(self, request: Request):
+        """Admin: resolve alias 'champion' again and move traffic to it once it is loaded."""
+
+        async def call(_body):
+            result = await self._controller.reload.remote()
+            deadline = time.monotonic() + 5
+            # Wait for our own split to show the change, so the caller's next request sees it.
+            while (
+                result.get("changed")
+                and self._state["champion"] != result["champion"]
+                and time.monotonic() < deadline
+            ):
+                await asyncio.sleep(0.05)
+            return result
+
+        return await self._admin(request, call)
+
+    @api.get("/admin/rollout")
+    async def rollout_status(self, request: Request):
+        """Admin: slots, versions, weights, rollout step, the last analysis, history."""
+        return await self._admin(request, lambda _b: self._controller.status.remote())
+
+    @api.post("/admin/rollout")
+    async def rollout_start(self, request: Request):
+        """Admin: start a canary rollout of {"version": "N"}."""
+
+        async def call(body):
+            if "version" not in body:
+                raise InputError(422, 'expected {"version": "<registered version>"}')
+            return await self._controller.start_rollout.remote(str(body["version"]))
+
+        return await self._admin(request, call)
+
+    @api.post("/admin/rollout/promote")
+    async def rollout_promote(self, request: Request):
+        """Admin: promote the challenger now."""
+        return await self._admin(
+            request,
+            lambda b: self._controller.promote.remote(b.get("reason", "promoted by an operator")),
+        )
+
+    @api.post("/admin/rollout/rollback")
+    async def rollout_rollback(self, request: Request):
+        """Admin: roll the challenger back now; all traffic to the champion."""
+        return await self._admin(
+            request,
+            lambda b: self._controller.rollback.remote(
+                b.get("reason", "rolled back by an operator")
+            ),
+        )
+
+    @api.post("/admin/rollout/pause")
+    async def rollout_pause(self, request: Request):
+        """Admin: stop the automatic steps (weights stay as they are)."""
+        return await self._admin(request, lambda _b: self._controller.set_paused.remote(True))
+
+    @api.post("/admin/rollout/resume")
+    async def rollout_resume(self, request: Request):
+        """Admin: resume the automatic steps."""
+        return await self._admin(request, lambda _b: self._controller.set_paused.remote(False))
+
+    @api.post("/admin/weights")
+    async def set_weights(self, request: Request):
+        """Admin: set slot weights by hand, e.g. {"blue": 0.8, "green": 0.2}; pauses a rollout."""
+
+        async def call(body):
+            if not body or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in body.values()
+            ):
+                raise InputError(422, 'expected {"blue": <weight>, "green": <weight>}')
+            return await self._controller.set_weights.remote(body)
+
+        return await self._admin(request, call)

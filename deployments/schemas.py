@@ -183,3 +183,42 @@ def invocation_rows(payload: Any, feature_names: list[str]) -> Any:
         n = lengths.pop()
         return [{k: v[i] for k, v in value.items()} for i in range(n)]
     return value
+
+
+MAX_FEEDBACK_ITEMS = 10_000
+
+
+def _label_ok(v: Any) -> bool:
+    return isinstance(v, (int, float, str)) and not (isinstance(v, float) and not math.isfinite(v))
+
+
+def feedback_items(payload: Any) -> list[dict[str, Any]]:
+    """Validate a ``/feedback`` body into ``[{"request_id": str, "label": ...}, ...]``.
+
+    A multi-row prediction gets a list of labels, one per row, in row order.
+    """
+    if isinstance(payload, dict) and "feedback" in payload:
+        payload = payload["feedback"]
+    items = payload if isinstance(payload, list) else [payload]
+    if not items:
+        raise InputError(422, "no feedback items: send {request_id, label} or a list of them")
+    if len(items) > MAX_FEEDBACK_ITEMS:
+        raise InputError(413, f"{len(items)} feedback items; the maximum is {MAX_FEEDBACK_ITEMS}")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or "request_id" not in item or "label" not in item:
+            raise InputError(
+                422, f"feedback item {i}: expected an object with 'request_id' and 'label'"
+            )
+        rid, label = item["request_id"], item["label"]
+        if not isinstance(rid, str) or not rid:
+            raise InputError(422, f"feedback item {i}: request_id must be a non-empty string")
+        labels = label if isinstance(label, list) else [label]
+        if not labels or not all(_label_ok(v) for v in labels):
+            raise InputError(
+                422,
+                f"feedback item {i}: label must be a class label (number or string) or a "
+                "list of them for a multi-row request",
+            )
+        out.append({"request_id": rid, "label": label})
+    return out

@@ -126,9 +126,11 @@ def fit_and_log(
     reference_size: int,
     seed: int,
     dataset_name: str,
+    reference: tuple[pd.DataFrame, pd.Series] | None = None,
 ) -> tuple[Pipeline, Any]:
     """Refit ``config`` on the training split and log the model to the active run, with its
-    signature, an input example, the dataset and a reference sample for drift detection."""
+    signature, an input example, the dataset and a reference sample for drift detection
+    (drawn from ``reference`` when given, else from the training rows)."""
     model = build_estimator(config).fit(X_train, y_train)
     signature = infer_signature(X_train, model.predict(X_train))
     train_frame = X_train.assign(target=y_train.to_numpy())
@@ -136,9 +138,9 @@ def fit_and_log(
         mlflow.data.from_pandas(train_frame, name=dataset_name, targets="target"),
         context="training",
     )
-    reference = X_train.sample(n=min(reference_size, len(X_train)), random_state=seed).assign(
-        **{registry.LABEL_COLUMN: y_train}
-    )
+    ref_X, ref_y = reference if reference is not None else (X_train, y_train)
+    picked = ref_X.sample(n=min(reference_size, len(ref_X)), random_state=seed)
+    reference = picked.assign(**{registry.LABEL_COLUMN: ref_y.loc[picked.index].to_numpy()})
     with _tmpdir() as tmp:
         path = Path(tmp) / Path(registry.REFERENCE_ARTIFACT).name
         reference.to_csv(path, index=False)

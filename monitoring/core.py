@@ -1,0 +1,588 @@
+"""The DriftMonitor's logic as a plain class: windows, feedback join, detectors, trigger.
+
+`DriftMonitorCore` holds everything the DriftMonitor actor knows and decides; the actor is a
+thin Ray wrapper that feeds it router records and ``/feedback`` items, calls `evaluate` every
+``evaluate_interval_s`` and `should_retrain` after it, and reports the outcome of a retraining
+with `retraining_started` / `retraining_finished`. The clock is injectable so tests drive time.
+
+Trigger logic, per detector (``ks``, ``psi``, ``chi2``, ``accuracy``):
+
+- An evaluation is *over* when the detector fires on the window (see `monitoring.drift`).
+  It moves the detector's streak only if enough new data arrived since the last evaluation
+  that did (``min_new_samples`` rows, ``min_new_labels`` labels): evaluating the same window
+  again is not fresh evidence.
+- A detector is *due* after ``hysteresis_count`` consecutive over evaluations while armed.
+- `should_retrain` answers True when a detector listed in ``trigger_on`` is due, no
+  retraining is running, and ``cooldown_s`` has passed since the last trigger and since the
+  last failed retraining. That answer *is* the trigger: it is recorded, and the detectors
+  that caused it are disarmed.
+- A disarmed detector re-arms when its statistic is clearly back (p-value above
+  ``rearm_alpha``, PSI below ``psi_rearm_threshold``), when a retraining finishes, or when
+  the champion changes. Streaks keep counting while a detector is disarmed, and a failed
+  retraining re-arms without resetting them, so a drift that is still there triggers again
+  as soon as the cooldown (counted from the failure) has passed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from configs import DriftConfig
+from monitoring.drift import DETECTORS, DriftReport, drift_report
+from monitoring.windows import Labelled, LabelWindow, Pending, RequestIndex, RowWindow
+
+FEATURE_DETECTORS = ("ks", "psi", "chi2")
+
+
+def normalize_label(value: Any) -> Any:
+    """A hashable, JSON-friendly label: numpy scalars to Python, whole floats to int.
+
+    Predictions come from numpy (``np.int64(1)``) and labels from JSON (``1`` or ``1.0``);
+    they must compare equal.
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+@dataclass
+class _Version:
+    """What the monitor keeps for one model version."""
+
+    rows: RowWindow
+    labels: LabelWindow
+    reference: np.ndarray | None = None
+    reference_classes: list[Any] | dict[Any, float] | None = None
+    baseline_accuracy: float | None = None
+    feature_names: list[str] | None = None
+    classes: list[Any] = field(default_factory=list)
+    records: int = 0
+    errors: int = 0
+    last_ts: float | None = None
+
+    def canonical(self, value: Any) -> Any:
+        """``value`` as one of the version's classes when it names one ("1" -> 1)."""
+        value = normalize_label(value)
+        if value in self.classes:
+            return value
+        for c in self.classes:
+            if str(c) == str(value):
+                return c
+        return value
+
+
+@dataclass
+class _Detector:
+    """Hysteresis state of one detector."""
+
+    armed: bool = True
+    streak: int = 0
+    over: bool = False
+    clear: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state."""
+        return {"armed": self.armed, "streak": self.streak, "over": self.over}
+
+
+class DriftMonitorCore:
+    """Windows per model version, the feedback join, the detectors and the retraining trigger.
+
+    Not thread-safe: the actor calls it from one thread (a Ray actor runs one call at a time).
+    """
+
+    def __init__(self, cfg: DriftConfig | None = None, clock: Callable[[], float] = time.time):
+        self.cfg = cfg or DriftConfig()
+        self._clock = clock
+        self._versions: OrderedDict[str, _Version] = OrderedDict()
+        self._index = RequestIndex(self.cfg.request_map_rows, self.cfg.request_map_ttl_s)
+        self._champion: str | None = None
+        self._detectors = {d: _Detector() for d in DETECTORS}
+        # Window totals at the last evaluation that moved the streaks (fresh-evidence gate).
+        self._counted_rows = 0
+        self._counted_labels = 0
+        self._last_report: DriftReport | None = None
+        self._last_trigger: dict[str, Any] | None = None
+        self._last_failure_ts: float | None = None
+        self._retraining_since: float | None = None
+        self._retraining = {"started": 0, "succeeded": 0, "failed": 0}
+        self._records = {"accepted": 0, "rows": 0, "errors": 0, "invalid": 0, "ignored": 0}
+        self._feedback = {"accepted": 0, "unknown": 0, "duplicate": 0, "invalid": 0, "pending": 0}
+        # Labels that arrived before their prediction record: rid -> (label, received at).
+        self._early: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+
+    # ---- versions and references -------------------------------------------------------
+    @property
+    def champion(self) -> str | None:
+        """The version `evaluate` looks at."""
+        return self._champion
+
+    def _version(self, version: str) -> _Version:
+        v = self._versions.get(version)
+        if v is None:
+            v = _Version(RowWindow(self.cfg.window_size), LabelWindow(self.cfg.label_window_size))
+            self._versions[version] = v
+            while len(self._versions) > self.cfg.max_versions:
+                oldest = next(k for k in self._versions if k not in (self._champion, version))
+                del self._versions[oldest]
+        else:
+            self._versions.move_to_end(version)
+        return v
+
+    def set_reference(
+        self,
+        version: str,
+        reference_features: np.ndarray,
+        reference_labels: Sequence[Hashable] | None = None,
+        baseline_accuracy: float | None = None,
+        feature_names: Sequence[str] | None = None,
+        classes: Sequence[Hashable] | None = None,
+        *,
+        reference_predictions: Sequence[Hashable] | None = None,
+        champion: bool = True,
+    ) -> None:
+        """Register what ``version`` was trained on and, by default, make it the champion.
+
+        ``reference_features`` is the reference sample logged at training (rows x features,
+        the CSV under ``REFERENCE_ARTIFACT`` without its label column); ``reference_labels``
+        its label column. The chi-square detector compares live predictions with
+        ``reference_predictions`` (the model's own predictions on the reference rows) when
+        given, which removes the model's bias from the comparison, else with the labels.
+        ``baseline_accuracy`` is the held-out accuracy recorded at registration (None or
+        NaN: the accuracy detector stays off for this version).
+        """
+        version = str(version)
+        ref = np.asarray(reference_features, dtype=float)
+        if ref.ndim != 2 or len(ref) == 0:
+            raise ValueError("reference_features must be a non-empty 2-D array")
+        if feature_names is not None and len(feature_names) != ref.shape[1]:
+            raise ValueError(
+                f"{len(feature_names)} feature names for {ref.shape[1]} reference columns"
+            )
+        v = self._version(version)
+        v.reference = ref
+        v.feature_names = list(feature_names) if feature_names is not None else None
+        v.classes = [normalize_label(c) for c in classes or []]
+        source = reference_predictions if reference_predictions is not None else reference_labels
+        v.reference_classes = None if source is None else [v.canonical(c) for c in source]
+        if not v.classes and v.reference_classes:
+            v.classes = sorted(set(v.reference_classes), key=str)
+        # A version registered without the tag gives NaN: no baseline, no accuracy detector.
+        ok = baseline_accuracy is not None and math.isfinite(float(baseline_accuracy))
+        v.baseline_accuracy = float(baseline_accuracy) if ok else None
+        if champion:
+            self.set_champion(version)
+
+    def set_champion(self, version: str) -> None:
+        """Evaluate ``version`` from now on; a change of champion resets the hysteresis."""
+        version = str(version)
+        self._version(version)
+        if version != self._champion:
+            self._champion = version
+            self._detectors = {d: _Detector() for d in DETECTORS}
+            self._counted_rows = self._counted_labels = 0
+
+    # ---- data in -------------------------------------------------------------------------
+    def add_records(self, records: list[dict[str, Any]]) -> dict[str, int]:
+        """Take a batch of router records; never raises on a bad record (it is counted).
+
+        A record is ``{"request_id", "features", "prediction" | "predictions",
+        "model_version", "latency_ms", "error", "ts"}``; ``features`` is one row or a list
+        of rows, with one prediction per row. Error records count against the version and
+        carry no rows; records of another ``kind`` than ``"request"`` (shadow) are ignored.
+        Returns counts for this batch: accepted, rows, errors, invalid, ignored.
+        """
+        now = self._clock()
+        out = dict.fromkeys(self._records, 0)
+        for rec in records:
+            outcome, rows = self._add_record(rec, now)
+            out[outcome] += 1
+            out["rows"] += rows
+        for k, n in out.items():
+            self._records[k] += n
+        return out
+
+    def _add_record(self, rec: Any, now: float) -> tuple[str, int]:
+        if not isinstance(rec, dict) or rec.get("model_version") in (None, ""):
+            return "invalid", 0
+        if rec.get("kind", "request") != "request":
+            return "ignored", 0
+        ts = rec.get("ts")
+        ts = float(ts) if isinstance(ts, (int, float)) and math.isfinite(ts) else now
+        v = self._version(str(rec["model_version"]))
+        v.records += 1
+        v.last_ts = ts
+        if rec.get("error") is not None or rec.get("features") is None:
+            v.errors += 1
+            return "errors", 0
+        try:
+            X = np.asarray(rec["features"], dtype=float)
+            preds = rec["predictions"] if "predictions" in rec else [rec["prediction"]]
+            preds = [v.canonical(p) for p in np.asarray(preds, dtype=object).ravel()]
+        except (KeyError, TypeError, ValueError):
+            return "invalid", 0
+        if X.ndim == 1:
+            X = X[None, :]
+        width = v.rows.n_features
+        if (
+            X.ndim != 2
+            or len(X) == 0
+            or len(preds) != len(X)
+            or not np.isfinite(X).all()
+            or (width is not None and X.shape[1] != width)
+        ):
+            return "invalid", 0
+        v.rows.append(X, preds)
+        rid = rec.get("request_id")
+        if isinstance(rid, str) and rid:
+            entry = Pending(str(rec["model_version"]), X, preds, ts)
+            self._index.put(rid, entry, now)
+            early = self._early.pop(rid, None)
+            if early is not None:
+                self._feedback["pending"] -= 1
+                self._feedback[self._join(entry, early[0], now)] += 1
+        return "accepted", len(X)
+
+    def _expire_early(self, now: float) -> None:
+        """Labels whose record never came within the grace period are unknown after all."""
+        limit = now - self.cfg.feedback_grace_s
+        while self._early and next(iter(self._early.values()))[1] < limit:
+            self._early.popitem(last=False)
+            self._feedback["pending"] -= 1
+            self._feedback["unknown"] += 1
+
+    def add_feedback(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Join ground-truth labels to earlier predictions by request id.
+
+        Each item is ``{"request_id": str, "label": label}``, ``label`` a list (one per row,
+        in row order) for a multi-row request. Returns counts for this batch:
+
+        - ``accepted``: joined; each row goes to its version's labelled window,
+        - ``pending``: no prediction record for that id yet (records travel in batches, so a
+          quick client's label can arrive first); it waits ``feedback_grace_s`` to be joined,
+          then counts as unknown,
+        - ``unknown``: never seen, or older than ``request_map_ttl_s`` or evicted from the
+          bounded index (the monitor cannot tell these apart once the entry is gone),
+        - ``duplicate``: that request was already labelled (the first label stands),
+        - ``invalid``: not an item, or a label count that does not match the request's rows.
+
+        One bad item never stops the rest of the batch. Per-version accuracy since a time
+        (the canary analysis) comes from `labelled_since`.
+        """
+        now = self._clock()
+        self._index.expire(now)
+        self._expire_early(now)
+        out: dict[str, int] = dict.fromkeys(self._feedback, 0)
+        for item in items:
+            out[self._add_one_feedback(item, now)] += 1
+        for k in self._feedback:
+            self._feedback[k] += out[k]
+        return out
+
+    def _add_one_feedback(self, item: Any, now: float) -> str:
+        if not isinstance(item, dict) or "label" not in item:
+            return "invalid"
+        rid = item.get("request_id")
+        if not isinstance(rid, str):
+            return "invalid"
+        entry = self._index.get(rid, now)
+        if entry is None:
+            # Records travel in batches, so a quick client's label can beat its record here.
+            if rid in self._early:
+                return "duplicate"
+            if self.cfg.feedback_grace_s <= 0 or self.cfg.feedback_grace_items <= 0:
+                return "unknown"
+            if len(self._early) >= self.cfg.feedback_grace_items:
+                self._early.popitem(last=False)
+                self._feedback["pending"] -= 1
+                self._feedback["unknown"] += 1
+            self._early[rid] = (item["label"], now)
+            return "pending"
+        return self._join(entry, item["label"], now)
+
+    def _join(self, entry: Pending, label: Any, now: float) -> str:
+        if entry.labelled:
+            return "duplicate"
+        labels = list(label) if isinstance(label, (list, tuple)) else [label]
+        if len(labels) != entry.rows:
+            return "invalid"
+        v = self._version(entry.version)
+        for row, pred, lab in zip(entry.features, entry.predictions, labels, strict=True):
+            v.labels.append(Labelled(row.copy(), pred, v.canonical(lab), now))
+        entry.labelled = True
+        return "accepted"
+
+    # ---- evaluation and trigger ----------------------------------------------------------
+    def evaluate(self, now: float | None = None) -> DriftReport:
+        """Run the detectors on the champion's windows and update the hysteresis state."""
+        now = self._clock() if now is None else now
+        self._index.expire(now)
+        self._expire_early(now)
+        cfg = self.cfg
+        if self._champion is None:
+            rep = DriftReport(version=None, ts=now)
+            rep.skipped = dict.fromkeys(DETECTORS, "no champion version set")
+            self._last_report = rep
+            return rep
+        v = self._versions[self._champion]
+        labelled = v.labels.items()
+        rep = drift_report(
+            version=self._champion,
+            ts=now,
+            reference=v.reference,
+            current=v.rows.features(),
+            feature_names=v.feature_names,
+            min_samples=cfg.min_samples,
+            ks_alpha=cfg.ks_alpha,
+            psi_threshold=cfg.psi_threshold,
+            psi_bins=cfg.psi_bins,
+            reference_classes=v.reference_classes,
+            current_predictions=v.rows.predictions(),
+            classes=v.classes,
+            chi2_alpha=cfg.chi2_alpha,
+            chi2_min_effect=cfg.chi2_min_effect,
+            chi2_method=cfg.chi2_method,
+            correct=sum(1 for it in labelled if it.correct),
+            n_labelled=len(labelled),
+            baseline_accuracy=v.baseline_accuracy,
+            min_labelled=cfg.min_labelled,
+            accuracy_tolerance=cfg.accuracy_tolerance,
+            accuracy_alpha=cfg.accuracy_alpha,
+        )
+        if v.rows.total - self._counted_rows >= cfg.min_new_samples:
+            self._counted_rows = v.rows.total
+            for d in FEATURE_DETECTORS:
+                self._step(d, rep)
+        if v.labels.total - self._counted_labels >= cfg.min_new_labels:
+            self._counted_labels = v.labels.total
+            self._step("accuracy", rep)
+        self._last_report = rep
+        return rep
+
+    def _step(self, name: str, rep: DriftReport) -> None:
+        det = self._detectors[name]
+        det.over = bool(rep.fired.get(name, False))
+        det.streak = det.streak + 1 if det.over else 0
+        det.clear = self._is_clear(name, rep)
+        if det.clear and not det.armed:
+            det.armed = True
+
+    def _is_clear(self, name: str, rep: DriftReport) -> bool:
+        cfg = self.cfg
+        if name in rep.skipped:
+            return False
+        if name == "ks":
+            return rep.ks_min_adjusted_p is not None and rep.ks_min_adjusted_p >= cfg.rearm_alpha
+        if name == "psi":
+            return rep.psi_max is not None and rep.psi_max < cfg.psi_rearm_threshold
+        if name == "chi2":
+            chi = rep.chi2
+            return chi is not None and (
+                chi.p_value >= cfg.rearm_alpha or chi.effect < cfg.chi2_min_effect
+            )
+        acc = rep.accuracy
+        return acc is not None and acc.p_value >= cfg.rearm_alpha
+
+    def should_retrain(self, now: float | None = None) -> tuple[bool, str, dict[str, Any]]:
+        """Decide from the latest `evaluate`: ``(trigger, reason, numbers)``.
+
+        ``reason`` says why (or why not); ``numbers`` holds the figures behind it. A True
+        answer is recorded as the trigger and starts the cooldown: call
+        `retraining_started` when the retraining is launched, or `retraining_finished`
+        with ``ok=False`` if it could not be.
+        """
+        now = self._clock() if now is None else now
+        cfg = self.cfg
+        k = cfg.hysteresis_count
+        due = [
+            d for d in cfg.trigger_on if self._detectors[d].armed and self._detectors[d].streak >= k
+        ]
+        numbers = self._numbers(due)
+        if self._retraining_since is not None:
+            return False, f"a retraining is running since t={self._retraining_since:.0f}", numbers
+        if not due:
+            streaks = ", ".join(f"{d} {self._detectors[d].streak}/{k}" for d in cfg.trigger_on)
+            why = f"no armed detector over threshold {k} times in a row ({streaks})"
+            return False, why, numbers
+        last = [t for t in (self._last_trigger_ts(), self._last_failure_ts) if t is not None]
+        ready_at = max(last) + cfg.cooldown_s if last else -math.inf
+        if now < ready_at:
+            wait = f"{ready_at - now:.0f}s"
+            return False, f"cooldown: {', '.join(due)} due, next trigger allowed in {wait}", numbers
+        rep = self._last_report
+        reason = "; ".join(rep.reasons.get(d, d) for d in due) if rep else ", ".join(due)
+        self._last_trigger = {"ts": now, "detectors": due, "reason": reason, "numbers": numbers}
+        for d in due:
+            self._detectors[d].armed = False
+            self._detectors[d].streak = 0
+        return True, reason, numbers
+
+    def _last_trigger_ts(self) -> float | None:
+        return None if self._last_trigger is None else self._last_trigger["ts"]
+
+    def _numbers(self, detectors: list[str]) -> dict[str, Any]:
+        rep = self._last_report
+        out: dict[str, Any] = {
+            "version": self._champion,
+            "detectors": list(detectors),
+            "streaks": {d: s.streak for d, s in self._detectors.items()},
+        }
+        if rep is None:
+            return out
+        out["n_current"] = rep.n_current
+        if rep.features:
+            out["ks_min_adjusted_p"] = rep.ks_min_adjusted_p
+            out["ks_flagged"] = {f.name: f.ks_p_value for f in rep.features if f.ks_flagged}
+            out["psi_max"] = rep.psi_max
+            out["psi_flagged"] = {f.name: f.psi for f in rep.features if f.psi_flagged}
+        if rep.chi2 is not None:
+            out["chi2"] = {
+                "statistic": rep.chi2.statistic,
+                "p_value": rep.chi2.p_value,
+                "effect": rep.chi2.effect,
+            }
+        if rep.accuracy is not None:
+            out["accuracy"] = rep.accuracy.accuracy
+            out["n_labelled"] = rep.accuracy.n
+            out["baseline_accuracy"] = rep.accuracy.baseline
+            out["accuracy_p_value"] = rep.accuracy.p_value
+        return out
+
+    def retraining_started(self, now: float | None = None) -> None:
+        """A retraining was launched; no other trigger until `retraining_finished`."""
+        if self._retraining_since is not None:
+            raise RuntimeError("a retraining is already running: one at a time")
+        self._retraining_since = self._clock() if now is None else now
+        self._retraining["started"] += 1
+
+    def retraining_finished(self, ok: bool, now: float | None = None) -> None:
+        """The retraining ended (``ok``: it ran to the end, whatever it registered).
+
+        Either way the detectors re-arm. After success the streaks restart, so a new trigger
+        needs ``hysteresis_count`` fresh evaluations (and the cooldown); after a failure they
+        are kept, so a drift still there triggers again once ``cooldown_s`` has passed since
+        the failure. Calling it without `retraining_started` (the launch failed) is allowed.
+        """
+        now = self._clock() if now is None else now
+        self._retraining_since = None
+        if ok:
+            self._retraining["succeeded"] += 1
+            for det in self._detectors.values():
+                det.armed, det.streak = True, 0
+        else:
+            self._retraining["failed"] += 1
+            self._last_failure_ts = now
+            for det in self._detectors.values():
+                det.armed = True
+
+    # ---- data out ------------------------------------------------------------------------
+    def labelled_since(self, version: str, since: float) -> tuple[int, int]:
+        """(labelled rows, correct rows) of ``version`` whose label arrived at or after
+        ``since``: the accuracy evidence the canary analysis compares between versions."""
+        v = self._versions.get(str(version))
+        if v is None:
+            return 0, 0
+        items = [it for it in v.labels.items() if it.ts >= since]
+        return len(items), sum(1 for it in items if it.correct)
+
+    def labelled_feedback(self, version: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Recent labelled rows ``(X, y)``, oldest first, for retraining.
+
+        With ``version`` None: the rows of every version with the champion's feature count
+        (what a label says about a row does not depend on which model predicted it).
+        """
+        if version is not None:
+            v = self._versions.get(str(version))
+            items = v.labels.items() if v else []
+        else:
+            items = [it for v in self._versions.values() for it in v.labels.items()]
+            width = self._champion_width()
+            if width is not None:
+                items = [it for it in items if len(it.features) == width]
+            items.sort(key=lambda it: it.ts)
+        if not items:
+            return np.empty((0, self._champion_width() or 0)), np.empty(0)
+        X = np.vstack([it.features for it in items])
+        return X, np.asarray([it.label for it in items])
+
+    def _champion_width(self) -> int | None:
+        v = self._versions.get(self._champion) if self._champion else None
+        if v is None:
+            return None
+        if v.reference is not None:
+            return v.reference.shape[1]
+        return v.rows.n_features
+
+    def last_report(self) -> DriftReport | None:
+        """The report of the latest `evaluate`."""
+        return self._last_report
+
+    def status(self) -> dict[str, Any]:
+        """JSON-ready state for the actor's status route and metrics.
+
+        Top level: ``champion``; ``features`` (name -> ``ks``, ``ks_p_value``, ``psi``,
+        ``flagged`` from the latest evaluation); ``accuracy`` and ``n_labelled`` (champion
+        window); ``detectors`` (name -> fired on the latest evaluation); ``hysteresis``
+        (name -> armed, streak, over); ``last_trigger`` (ts, detectors, reason, numbers);
+        ``retraining``; per-``versions`` counts; ``records``, ``feedback`` and
+        ``request_index`` counters; ``last_evaluation`` (the full `DriftReport`).
+        """
+        rep = self._last_report
+        versions = {}
+        for name, v in self._versions.items():
+            labelled = len(v.labels)
+            versions[name] = {
+                "records": v.records,
+                "errors": v.errors,
+                "rows_seen": v.rows.total,
+                "window_rows": len(v.rows),
+                "labelled_seen": v.labels.total,
+                "window_labelled": labelled,
+                "window_accuracy": v.labels.correct() / labelled if labelled else None,
+                "has_reference": v.reference is not None,
+                "baseline_accuracy": v.baseline_accuracy,
+            }
+        champ = versions.get(self._champion) if self._champion else None
+        features = {}
+        if rep is not None:
+            for f in rep.features:
+                features[f.name] = {
+                    "ks": f.ks_statistic,
+                    "ks_p_value": f.ks_p_value,
+                    "psi": f.psi,
+                    "flagged": f.ks_flagged or f.psi_flagged,
+                }
+        return {
+            "champion": self._champion,
+            "features": features,
+            "accuracy": champ["window_accuracy"] if champ else None,
+            "n_labelled": champ["window_labelled"] if champ else 0,
+            "detectors": {d: bool(rep and rep.fired.get(d)) for d in DETECTORS},
+            "hysteresis": {d: s.to_dict() for d, s in self._detectors.items()},
+            "last_trigger": self._last_trigger,
+            "retraining": {
+                "running_since": self._retraining_since,
+                "last_failure_ts": self._last_failure_ts,
+                **self._retraining,
+            },
+            "versions": versions,
+            "records": dict(self._records),
+            "feedback": dict(self._feedback),
+            "request_index": {
+                "entries": len(self._index),
+                "rows": self._index.rows,
+                "max_rows": self._index.max_rows,
+                "evicted": self._index.evicted,
+                "expired": self._index.expired,
+            },
+            "last_evaluation": None if rep is None else rep.to_dict(),
+        }

@@ -1,0 +1,349 @@
+"""`make demo`: the closed loop, end to end, on a running stack.
+
+The story, all over HTTP:
+  1. stationary: rows of the bundled dataset with their true labels as feedback; nothing fires;
+  2. concept shift: labels flip for half the feature space (large ``mean_radius``); accuracy
+     drift is detected, Ray Tune retrains on base + feedback, a challenger that beats the
+     champion on the new concept is registered and walks the canary steps to promotion;
+  3. covariate shift with the concept unchanged (only large-radius rows, true labels of the
+     new concept): feature drift is detected and retraining runs, but its winner is not
+     better by the margin, so nothing is rolled out and the champion stays.
+
+It prints a timeline and the accuracy seen by the client before and after, and exits non-zero
+if the loop does not complete within its time bound. The e2e test runs the same `run_story`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from training.data import load_dataset
+
+DEMO_MODEL = "breast_cancer_demo"
+APP_NAME = "raymlops-demo"
+ROUTE = "/demo"
+
+
+@dataclass
+class Phase:
+    """Client-side numbers for one phase of the story."""
+
+    name: str
+    requests: int = 0
+    failures: int = 0
+    correct: int = 0
+    labelled: int = 0
+    versions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.labelled if self.labelled else None
+
+
+class Driver:
+    """Sends labelled traffic from a row source with a few threads; counts what it sees."""
+
+    def __init__(self, url: str, threads: int = 4):
+        self.url = url
+        self.threads = threads
+        self.log: list[dict[str, Any]] = []
+        self.t0 = time.monotonic()
+        self._lock = threading.Lock()
+
+    def note(self, event: str, **details: Any) -> None:
+        entry = {"t_s": round(time.monotonic() - self.t0, 1), "event": event, **details}
+        self.log.append(entry)
+        print(f"[{entry['t_s']:7.1f}s] {event} {json.dumps(details, default=str)}", flush=True)
+
+    def drive(
+        self,
+        phase: Phase,
+        rows: pd.DataFrame,
+        labels: np.ndarray,
+        until: Callable[[], bool],
+        timeout_s: float,
+        min_requests: int = 0,
+    ) -> bool:
+        """Send rows in a loop (each followed by its label as feedback) until ``until()`` is true
+        and ``min_requests`` were sent, or ``timeout_s`` passes. Returns whether ``until`` held."""
+        stop = threading.Event()
+        deadline = time.monotonic() + timeout_s
+        rng = np.random.default_rng(len(self.log))
+        values = rows.to_numpy().tolist()
+
+        def worker(seed: int) -> None:
+            local = np.random.default_rng(seed)
+            with httpx.Client(timeout=30) as c:
+                while not stop.is_set():
+                    i = int(local.integers(len(values)))
+                    try:
+                        r = c.post(f"{self.url}/predict", json={"features": [values[i]]})
+                    except httpx.HTTPError:
+                        with self._lock:
+                            phase.requests += 1
+                            phase.failures += 1
+                        continue
+                    ok = r.status_code == 200
+                    body = r.json() if ok else {}
+                    label = int(labels[i])
+                    with self._lock:
+                        phase.requests += 1
+                        if not ok:
+                            phase.failures += 1
+                            continue
+                        v = body["model_version"]
+                        phase.versions[v] = phase.versions.get(v, 0) + 1
+                        phase.labelled += 1
+                        phase.correct += int(body["predictions"][0] == label)
+                    c.post(
+                        f"{self.url}/feedback",
+                        json={"request_id": body["request_id"], "label": label},
+                    )
+
+        workers = [
+            threading.Thread(target=worker, args=(int(rng.integers(1 << 31)),), daemon=True)
+            for _ in range(self.threads)
+        ]
+        for w in workers:
+            w.start()
+        done = False
+        try:
+            while time.monotonic() < deadline:
+                if phase.requests >= min_requests and until():
+                    done = True
+                    break
+                time.sleep(1.0)
+        finally:
+            stop.set()
+            for w in workers:
+                w.join()
+        return done
+
+
+def _get(url: str, path: str, token: str | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.get(f"{url}{path}", headers=headers, timeout=30).json()
+
+
+def run_story(url: str, token: str, *, time_bound_s: float = 900.0) -> dict[str, Any]:
+    """Run the three phases against the app at ``url``; return the timeline and numbers.
+
+    Raises AssertionError when a step of the loop does not happen in time.
+    """
+    X, y = load_dataset("breast_cancer")
+    big = (X["mean_radius"] > X["mean_radius"].median()).to_numpy()
+    shifted_labels = np.where(big, 1 - y.to_numpy(), y.to_numpy())
+    driver = Driver(url)
+    deadline = time.monotonic() + time_bound_s
+
+    def left() -> float:
+        return max(deadline - time.monotonic(), 1.0)
+
+    def monitor() -> dict[str, Any]:
+        return _get(url, "/monitor/status")
+
+    def rollout() -> dict[str, Any]:
+        return _get(url, "/admin/rollout", token)
+
+    def events() -> list[str]:
+        return [e["event"] for e in monitor().get("timeline", [])]
+
+    start = rollout()
+    champion0 = start["champion"]
+    driver.note("start", champion=champion0)
+
+    # 1. stationary
+    stationary = Phase("stationary")
+    n_retrain = events().count("retraining_started")
+    driver.drive(
+        stationary,
+        X,
+        y.to_numpy(),
+        until=lambda: False,
+        timeout_s=min(45, left()),
+        min_requests=400,
+    )
+    fired = events().count("retraining_started") - n_retrain
+    driver.note(
+        "stationary done",
+        requests=stationary.requests,
+        accuracy=stationary.accuracy,
+        retrainings=fired,
+    )
+    assert fired == 0, "a retraining started on stationary traffic"
+
+    # 2. concept shift -> retraining -> challenger -> canary -> promotion
+    shift = Phase("concept shift")
+    promoted = driver.drive(
+        shift,
+        X,
+        shifted_labels,
+        until=lambda: rollout()["champion"] != champion0,
+        timeout_s=left(),
+    )
+    timeline = monitor().get("timeline", [])
+    for e in timeline:
+        if e["event"] != "reference":
+            driver.note(
+                f"monitor: {e['event']}", **{k: v for k, v in e.items() if k not in ("event", "at")}
+            )
+    for e in rollout()["history"]:
+        if e["version"] != champion0:
+            driver.note(f"rollout: {e['event']}", version=e["version"], reason=e["reason"])
+    assert promoted, "the challenger was not promoted in time"
+    champion1 = rollout()["champion"]
+    after = Phase("after promotion")
+    driver.drive(
+        after, X, shifted_labels, until=lambda: False, timeout_s=min(20, left()), min_requests=200
+    )
+    driver.note(
+        "concept shift done", before=shift.accuracy, after=after.accuracy, champion=champion1
+    )
+    assert after.accuracy is not None and after.accuracy > (shift.accuracy or 0)
+
+    # 3. covariate shift, same concept: retraining runs but is not better; champion stays
+    covariate = Phase("covariate shift")
+    n_not_better = events().count("retraining_not_better")
+    n_registered = events().count("challenger_registered")
+    rows, labels = X[big].reset_index(drop=True), shifted_labels[big]
+    finished = driver.drive(
+        covariate,
+        rows,
+        labels,
+        until=lambda: (
+            events().count("retraining_not_better") > n_not_better
+            or events().count("challenger_registered") > n_registered
+        ),
+        timeout_s=left(),
+    )
+    assert finished, "no retraining finished after the covariate shift"
+    final = rollout()
+    driver.note(
+        "covariate shift done",
+        champion=final["champion"],
+        accuracy=covariate.accuracy,
+        decision=(monitor().get("last_retraining") or {}).get("decision"),
+    )
+    assert events().count("retraining_not_better") > n_not_better, "expected 'not better'"
+    assert final["champion"] == champion1 and final["rollout"] is None
+    phases = [stationary, shift, after, covariate]
+    return {
+        "timeline": driver.log,
+        "phases": [
+            {
+                "name": p.name,
+                "requests": p.requests,
+                "failures": p.failures,
+                "accuracy": p.accuracy,
+                "versions": p.versions,
+            }
+            for p in phases
+        ],
+        "champions": [champion0, champion1],
+        "elapsed_s": round(time.monotonic() - driver.t0, 1),
+    }
+
+
+DEMO_POLICIES = {
+    "rollout": {
+        "steps": [50, 100],
+        "min_requests": 60,
+        "min_step_seconds": 3,
+        "analysis_interval_s": 1,
+        "min_labelled": 40,
+        "latency_p99_floor_ms": 2000,
+    },
+    "drift": {
+        "min_samples": 150,
+        "min_labelled": 80,
+        "min_new_samples": 40,
+        "min_new_labels": 20,
+        "hysteresis_count": 2,
+        "cooldown_s": 20,
+        "evaluate_interval_s": 2,
+        "window_size": 400,
+        "label_window_size": 400,
+    },
+    "retraining": {"min_labelled_rows": 150, "margin": 0.05, "recent_weight": 3},
+    "training": {"num_samples": 4, "max_concurrent_trials": 2, "trial_cpus": 0.5},
+}
+
+
+def deploy(tracking_uri: str, port: int) -> str:
+    """Train the demo model if it has no champion, and deploy the demo app on the running Ray."""
+    from ray import serve
+
+    from configs import load_training_config
+    from deployments.app import AppArgs, build_app
+    from training import registry
+    from training.train import train
+
+    cfg = load_training_config().model_copy(
+        update={"model_name": DEMO_MODEL, **DEMO_POLICIES["training"]}
+    )
+    client = registry.get_client(tracking_uri)
+    if registry.alias_version(client, DEMO_MODEL, registry.CHAMPION) is None:
+        print(f"training the demo's first model ({DEMO_MODEL}) ...", flush=True)
+        train(cfg, tracking_uri)
+    args = AppArgs.model_validate(
+        {
+            "model_name": DEMO_MODEL,
+            "tracking_uri": tracking_uri,
+            **DEMO_POLICIES,
+            "training": cfg.model_dump(),
+        }
+    )
+    serve.run(build_app(args), name=APP_NAME, route_prefix=ROUTE)
+    return f"http://127.0.0.1:{port}{ROUTE}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m monitoring.demo", description=__doc__)
+    parser.add_argument("--port", type=int, default=8000, help="Serve HTTP port")
+    parser.add_argument("--time-bound", type=float, default=900.0, help="seconds")
+    parser.add_argument("--keep", action="store_true", help="leave the demo app deployed")
+    args = parser.parse_args(argv)
+    import ray
+    from ray import serve
+
+    from configs import default_tracking_uri
+
+    token = os.environ.get("MLOPS_ADMIN_TOKEN")
+    if not token:
+        print("set MLOPS_ADMIN_TOKEN (make demo does)", file=sys.stderr)
+        return 2
+    ray.init(ignore_reinit_error=True, log_to_driver=False)
+    url = deploy(default_tracking_uri(), args.port)
+    try:
+        result = run_story(url, token, time_bound_s=args.time_bound)
+    except AssertionError as exc:
+        print(f"DEMO FAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if not args.keep:
+            serve.delete(APP_NAME)
+    print("\nphase               requests  failures  client accuracy  versions")
+    for p in result["phases"]:
+        acc = "-" if p["accuracy"] is None else f"{p['accuracy']:.3f}"
+        print(f"{p['name']:<20}{p['requests']:>8}{p['failures']:>10}{acc:>17}  {p['versions']}")
+    print(
+        f"\nchampion v{result['champions'][0]} -> v{result['champions'][1]}; "
+        f"loop completed in {result['elapsed_s']} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

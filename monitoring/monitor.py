@@ -1,0 +1,257 @@
+"""DriftMonitor: sliding windows of live traffic and feedback, drift detection, retraining.
+
+A Serve deployment with one replica (like the RolloutController, for the same reasons: Serve
+restarts it, deletes it with the app, shows it in `serve status`). Routers send it prediction
+records in batches; `/feedback` labels are joined to them by request id. It keeps, per version,
+the request / error / latency / accuracy numbers the canary analysis reads, and runs the drift
+detectors of `monitoring.core` on a timer. When they fire it runs one retraining Ray task
+(Ray Tune inside); a registered challenger is handed to the RolloutController.
+
+Its windows live in memory only: after a restart it starts collecting again (the reference
+samples and baselines come back from MLflow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+from ray import serve
+
+from configs import DriftConfig, TrainingConfig
+from deployments.analysis import VersionStats
+from monitoring.core import DriftMonitorCore
+from monitoring.metrics import Metrics
+from training import registry
+
+log = logging.getLogger("ray.serve")
+
+MONITOR_METRICS = [
+    "mlops_accuracy",
+    "mlops_drift_score",
+    "mlops_drift_detected",
+    "mlops_retraining_runs",
+    "mlops_shadow_agreement",
+]
+
+
+@ray.remote(num_cpus=0)
+def retraining_task(
+    cfg: dict[str, Any],
+    tracking_uri: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    trigger: dict[str, Any],
+    retraining: dict[str, Any],
+) -> dict[str, Any]:
+    """One retraining run (Ray Tune inside): see `training.retrain.retrain`."""
+    from training.retrain import retrain
+
+    logging.basicConfig(level=logging.INFO)
+    result = retrain(
+        TrainingConfig.model_validate(cfg),
+        tracking_uri,
+        X,
+        y,
+        trigger=trigger,
+        margin=retraining["margin"],
+        holdout_fraction=retraining["holdout_fraction"],
+        recent_weight=retraining["recent_weight"],
+        include_base_data=retraining["include_base_data"],
+    )
+    return result.to_dict()
+
+
+def load_reference(client, model_name: str, version: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The reference sample logged with ``version`` at training: features and labels."""
+    info = registry.version_info(client, model_name, version)
+    path = client.download_artifacts(info.run_id, registry.REFERENCE_ARTIFACT)
+    with open(path) as fh:
+        frame = pd.read_csv(io.StringIO(fh.read()))
+    labels = frame.pop(registry.LABEL_COLUMN).to_numpy()
+    return frame, labels
+
+
+@serve.deployment(num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
+class DriftMonitor:
+    """See module docstring."""
+
+    async def __init__(self, args: dict[str, Any]):
+        self._args = args
+        self._drift: dict[str, Any] = args["drift"]
+        self._retraining: dict[str, Any] = args["retraining"]
+        self._training: dict[str, Any] = args["training"]
+        self._client = registry.get_client(args["tracking_uri"])
+        self._core = DriftMonitorCore(DriftConfig.model_validate(self._drift))
+        self._stats: dict[str, VersionStats] = {}
+        self._metrics = Metrics.create(MONITOR_METRICS)
+        self._reference_for: str | None = None
+        self._retrain_task: asyncio.Task | None = None
+        self._last_retraining: dict[str, Any] | None = None
+        self._timeline: list[dict[str, Any]] = []
+        self._controller = None
+        self._loop_task = asyncio.get_running_loop().create_task(self._evaluate_loop())
+
+    # ---- ingestion -----------------------------------------------------------------------
+    def _version_stats(self, version: str) -> VersionStats:
+        stats = self._stats.get(version)
+        if stats is None:
+            stats = self._stats[version] = VersionStats()
+        return stats
+
+    async def ingest(self, records: list[dict[str, Any]]) -> int:
+        """Records from routers (see `Router._record`); returns how many were taken."""
+        rows = []
+        for rec in records:
+            version = rec.get("model_version") or "none"
+            if rec.get("kind") == "shadow":
+                self._version_stats(version).add_shadow(rec["ts"], rec["rows"], rec["agree"])
+                continue
+            self._version_stats(version).add_request(
+                rec["ts"], rec.get("latency_ms") or 0.0, rec.get("error") is not None
+            )
+            if rec.get("error") is None:
+                rows.append(rec)
+        if rows:
+            self._core.add_records(rows)
+        return len(records)
+
+    async def feedback(self, items: list[dict[str, Any]]) -> dict[str, int]:
+        """Join labels to predictions by request id; unknown / expired ids are counted."""
+        return self._core.add_feedback(items)
+
+    async def version_stats(self, versions: list[str], since: float) -> dict[str, dict]:
+        """Per-version numbers since ``since`` (wall clock) for the canary analysis."""
+        out = {}
+        for v in versions:
+            snap = self._version_stats(v).since(since)
+            snap.labelled, snap.correct = self._core.labelled_since(v, since)
+            out[v] = {k: getattr(snap, k) for k in snap.__dataclass_fields__}
+        return out
+
+    # ---- drift detection and retraining --------------------------------------------------
+    def _controller_handle(self):
+        if self._controller is None:
+            ctx = serve.get_replica_context()
+            self._controller = serve.get_deployment_handle("RolloutController", ctx.app_name)
+        return self._controller
+
+    def _note(self, event: str, **details: Any) -> None:
+        entry = {"event": event, "at": round(time.time(), 3), **details}
+        self._timeline = (self._timeline + [entry])[-50:]
+        log.info("drift monitor: %s %s", event, details)
+
+    async def _ensure_reference(self, champion: str) -> None:
+        """Point the detectors at the champion's reference sample and baseline accuracy."""
+        if self._reference_for == champion:
+            return
+        name = self._args["model_name"]
+        frame, labels = await asyncio.to_thread(load_reference, self._client, name, champion)
+        info = await asyncio.to_thread(registry.version_info, self._client, name, champion)
+        baseline = float(info.tags.get("test_accuracy", "nan"))
+        self._core.set_reference(
+            champion, frame.to_numpy(), labels, baseline, list(frame.columns), info.classes
+        )
+        self._reference_for = champion
+        self._note("reference", version=champion, baseline_accuracy=baseline, rows=len(frame))
+
+    async def _evaluate_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._drift["evaluate_interval_s"])
+            try:
+                await self._evaluate_once()
+            except Exception:
+                log.exception("drift monitor: evaluation failed; retrying next interval")
+
+    async def _evaluate_once(self) -> None:
+        state = await self._controller_handle().poll.remote(-1, 0)
+        champion = state.get("champion")
+        if champion is None:
+            return
+        await self._ensure_reference(champion)
+        report = self._core.evaluate(time.time())
+        self._export(report, champion)
+        if state.get("rollout") is not None or self._retrain_task is not None:
+            return  # one change at a time: never retrain while a rollout or retraining runs
+        fire, reason, numbers = self._core.should_retrain(time.time())
+        if fire:
+            self._retrain_task = asyncio.get_running_loop().create_task(
+                self._run_retraining(reason, numbers)
+            )
+
+    def _export(self, report, champion: str) -> None:
+        status = self._core.status()
+        acc = status.get("accuracy")
+        if acc is not None:
+            self._metrics["mlops_accuracy"].set(acc, tags={"model_version": champion})
+        for feature, scores in (status.get("features") or {}).items():
+            for test in ("ks", "psi"):
+                if scores.get(test) is not None:
+                    self._metrics["mlops_drift_score"].set(
+                        scores[test], tags={"feature": feature, "test": test}
+                    )
+        for detector, fired in (status.get("detectors") or {}).items():
+            self._metrics["mlops_drift_detected"].set(
+                1.0 if fired else 0.0, tags={"detector": detector}
+            )
+        for version, stats in self._stats.items():
+            snap = stats.since(time.time() - 300)
+            if snap.shadow_rows:
+                self._metrics["mlops_shadow_agreement"].set(
+                    snap.shadow_agree / snap.shadow_rows, tags={"model_version": version}
+                )
+
+    async def _run_retraining(self, reason: str, numbers: dict[str, Any]) -> None:
+        X, y = self._core.labelled_feedback()
+        trigger = {"reason": reason, "numbers": numbers}
+        if len(y) < self._retraining["min_labelled_rows"]:
+            self._note("retraining_skipped", reason=reason, labelled=len(y))
+            self._core.retraining_finished(ok=False)
+            self._retrain_task = None
+            return
+        self._core.retraining_started()
+        self._note("retraining_started", reason=reason, labelled=len(y))
+        self._metrics["mlops_retraining_runs"].inc(tags={"outcome": "started"})
+        ok = False
+        try:
+            cfg = TrainingConfig.model_validate(self._training).model_dump()
+            ref = retraining_task.options(num_cpus=self._retraining["task_cpus"]).remote(
+                cfg, self._args["tracking_uri"], X, y, trigger, self._retraining
+            )
+            result = await ref
+            self._last_retraining = result
+            ok = True
+            if result["registered"]:
+                self._metrics["mlops_retraining_runs"].inc(tags={"outcome": "registered"})
+                self._note(
+                    "challenger_registered", version=result["version"], decision=result["decision"]
+                )
+                answer = await self._controller_handle().start_rollout.remote(result["version"])
+                self._note("rollout_requested", version=result["version"], answer=answer)
+            else:
+                self._metrics["mlops_retraining_runs"].inc(tags={"outcome": "not_better"})
+                self._note("retraining_not_better", decision=result["decision"])
+        except Exception as exc:
+            self._metrics["mlops_retraining_runs"].inc(tags={"outcome": "failed"})
+            self._last_retraining = {"error": repr(exc)}
+            self._note("retraining_failed", error=repr(exc))
+            log.exception("drift monitor: retraining failed; will retry after the cooldown")
+        finally:
+            self._core.retraining_finished(ok=ok)
+            self._retrain_task = None
+
+    async def status(self) -> dict[str, Any]:
+        """Scores per feature, accuracy, detectors, last trigger and why, retraining, timeline."""
+        return {
+            **self._core.status(),
+            "reference_version": self._reference_for,
+            "retraining_running": self._retrain_task is not None,
+            "last_retraining": self._last_retraining,
+            "timeline": self._timeline,
+        }

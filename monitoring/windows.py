@@ -1,0 +1,209 @@
+"""Bounded windows the DriftMonitor keeps in memory: recent rows per model version, recent
+labelled rows, and the request-id index that joins ``/feedback`` labels to predictions.
+
+Every structure has a fixed capacity (from `configs.DriftConfig`) and drops its oldest entries
+when full, so memory does not grow with traffic. Plain Python and numpy, no Ray.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+class RowWindow:
+    """The newest ``capacity`` rows (features and the prediction for each row), in order.
+
+    A numpy ring buffer: appending is O(rows), the width is fixed by the first row appended.
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._X: np.ndarray | None = None
+        self._pred: list[Any] = [None] * capacity
+        self._next = 0  # slot the next row goes to
+        self._size = 0
+        self.total = 0  # rows ever appended, so callers can tell how many are new
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def n_features(self) -> int | None:
+        """Row width, fixed by the first append; None while empty."""
+        return None if self._X is None else self._X.shape[1]
+
+    def append(self, X: np.ndarray, predictions: list[Any]) -> None:
+        """Append rows ``X`` (rows x features) with one prediction each."""
+        X = np.asarray(X, dtype=float)
+        if X.ndim != 2 or len(predictions) != len(X):
+            raise ValueError("append needs a 2-D array and one prediction per row")
+        if self._X is None:
+            self._X = np.empty((self.capacity, X.shape[1]))
+        elif X.shape[1] != self._X.shape[1]:
+            raise ValueError(f"{X.shape[1]} features, this window holds {self._X.shape[1]}")
+        if len(X) > self.capacity:
+            X, predictions = X[-self.capacity :], predictions[-self.capacity :]
+            self.total += len(X) - self.capacity
+        idx = (self._next + np.arange(len(X))) % self.capacity
+        self._X[idx] = X
+        for i, pred in zip(idx.tolist(), predictions, strict=True):
+            self._pred[i] = pred
+        self._next = (self._next + len(X)) % self.capacity
+        self._size = min(self._size + len(X), self.capacity)
+        self.total += len(X)
+
+    def _order(self) -> np.ndarray:
+        start = (self._next - self._size) % self.capacity
+        return (start + np.arange(self._size)) % self.capacity
+
+    def features(self) -> np.ndarray:
+        """The rows, oldest first (a copy)."""
+        if self._X is None:
+            return np.empty((0, 0))
+        return self._X[self._order()]
+
+    def predictions(self) -> list[Any]:
+        """The predictions, oldest first."""
+        return [self._pred[i] for i in self._order()]
+
+    def clear(self) -> None:
+        """Forget the rows (the width and ``total`` stay)."""
+        self._next = self._size = 0
+        self._pred = [None] * self.capacity
+
+
+@dataclass
+class Labelled:
+    """One row with its prediction and the ground truth sent later to ``/feedback``."""
+
+    features: np.ndarray
+    prediction: Any
+    label: Any
+    ts: float
+
+    @property
+    def correct(self) -> bool:
+        """Whether the prediction matched the label."""
+        return self.prediction == self.label
+
+
+class LabelWindow:
+    """The newest ``capacity`` labelled rows, in order of arrival of the label."""
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._items: deque[Labelled] = deque(maxlen=capacity)
+        self.total = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def append(self, item: Labelled) -> None:
+        """Add one labelled row, dropping the oldest when full."""
+        self._items.append(item)
+        self.total += 1
+
+    def items(self) -> list[Labelled]:
+        """The labelled rows, oldest first."""
+        return list(self._items)
+
+    def correct(self) -> int:
+        """How many rows in the window were predicted right."""
+        return sum(1 for it in self._items if it.correct)
+
+    def clear(self) -> None:
+        """Forget the labelled rows (``total`` stays)."""
+        self._items.clear()
+
+
+@dataclass
+class Pending:
+    """A prediction waiting for its label: what ``/feedback`` joins against."""
+
+    version: str
+    features: np.ndarray  # rows x features
+    predictions: list[Any]
+    ts: float
+    labelled: bool = False
+
+    @property
+    def rows(self) -> int:
+        """Rows in the request (one label is expected per row)."""
+        return len(self.predictions)
+
+
+class RequestIndex:
+    """request_id -> `Pending`, bounded by total rows held and by age.
+
+    Entries are kept in insertion order, which is time order, so eviction of the oldest (when
+    more than ``max_rows`` rows are held) and expiry (older than ``ttl_s``) both work from the
+    front. A labelled entry stays until it ages out so that a second label for the same
+    request is recognised as a duplicate rather than as unknown.
+    """
+
+    def __init__(self, max_rows: int, ttl_s: float):
+        if max_rows < 1 or ttl_s <= 0:
+            raise ValueError("RequestIndex needs max_rows >= 1 and ttl_s > 0")
+        self.max_rows = max_rows
+        self.ttl_s = ttl_s
+        self._items: OrderedDict[str, Pending] = OrderedDict()
+        self.rows = 0
+        self.evicted = 0  # entries dropped because the index was full
+        self.expired = 0  # entries dropped because they were older than ttl_s
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, request_id: str) -> bool:
+        return request_id in self._items
+
+    def put(self, request_id: str, entry: Pending, now: float) -> None:
+        """Store ``entry``; a request id seen again replaces the earlier entry."""
+        if entry.rows > self.max_rows:
+            # Too big to keep at all; counted so the loss is visible.
+            self.evicted += 1
+            return
+        old = self._items.pop(request_id, None)
+        if old is not None:
+            self.rows -= old.rows
+        self._items[request_id] = entry
+        self.rows += entry.rows
+        self.expire(now)
+        while self.rows > self.max_rows:
+            _, dropped = self._items.popitem(last=False)
+            self.rows -= dropped.rows
+            self.evicted += 1
+
+    def expire(self, now: float) -> int:
+        """Drop entries older than ``ttl_s``; return how many."""
+        n = 0
+        while self._items:
+            rid, entry = next(iter(self._items.items()))
+            if now - entry.ts <= self.ttl_s:
+                break
+            self._items.popitem(last=False)
+            self.rows -= entry.rows
+            n += 1
+        self.expired += n
+        return n
+
+    def get(self, request_id: str, now: float) -> Pending | None:
+        """The live entry for ``request_id``, or None when unknown, evicted or expired."""
+        entry = self._items.get(request_id)
+        if entry is None:
+            return None
+        if now - entry.ts > self.ttl_s:
+            # Out-of-order timestamps can leave an old entry behind a newer one.
+            del self._items[request_id]
+            self.rows -= entry.rows
+            self.expired += 1
+            return None
+        return entry

@@ -1,0 +1,56 @@
+"""Faults injected on purpose: models that fail or are wrong, registered like real ones."""
+
+from __future__ import annotations
+
+import json
+
+import cloudpickle
+import mlflow
+import numpy as np
+from mlflow.models import infer_signature
+
+import tests.faults as _self
+
+
+class FlakyModel:
+    """Wraps a fitted estimator; raises on a share of calls (a broken model version)."""
+
+    def __init__(self, model, failure_rate: float, seed: int = 0):
+        self.model = model
+        self.failure_rate = failure_rate
+        self.classes_ = model.classes_
+        self._rng = np.random.default_rng(seed)
+
+    def _maybe_fail(self):
+        if self._rng.random() < self.failure_rate:
+            raise RuntimeError("injected fault: this model version fails a share of calls")
+
+    def predict(self, X):
+        self._maybe_fail()
+        return self.model.predict(X)
+
+    def predict_proba(self, X):
+        return self.model.predict_proba(X)
+
+
+def register(mlflow_uri: str, name: str, model, X, *, accuracy: float = 0.9) -> str:
+    """Log ``model`` and register it with the tags serving needs; returns the version."""
+    mlflow.set_tracking_uri(mlflow_uri)
+    mlflow.set_registry_uri(mlflow_uri)
+    # Custom classes travel inside the pickle, so replicas need not import tests/.
+    cloudpickle.register_pickle_by_value(_self)
+    with mlflow.start_run(run_name="injected-fault"):
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(X, getattr(model, "model", model).predict(X)),
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+        )
+        mlflow.log_metric("test_accuracy", accuracy)
+    tags = {
+        "feature_names": json.dumps(list(X.columns)),
+        "classes": json.dumps([int(c) for c in model.classes_]),
+        "test_accuracy": f"{accuracy:.6f}",
+        "family": type(model).__name__,
+    }
+    return str(mlflow.register_model(info.model_uri, name, tags=tags).version)

@@ -1,0 +1,303 @@
+"""Canary rollout over real HTTP with a real registry: split, pins, sticky keys, automatic
+promotion, automatic rollback (failing and inaccurate challengers), durable state."""
+
+import threading
+from collections import Counter
+
+import httpx
+import mlflow
+import pytest
+import ray
+from scipy import stats
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from configs import RolloutConfig
+from tests import faults
+from tests.conftest import ADMIN_TOKEN
+from tests.helpers import wait_until
+from training import registry
+from training.data import load_dataset
+
+pytestmark = pytest.mark.ray
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+APP = "raymlops-test"
+
+FAST = dict(
+    steps=[25, 50, 100],
+    min_requests=30,
+    min_step_seconds=1,
+    analysis_interval_s=0.5,
+    min_labelled=40,
+    error_rate_margin=0.02,
+    latency_p99_floor_ms=2000,
+)
+
+
+@pytest.fixture(scope="module")
+def data(training_config):
+    return load_dataset(training_config.dataset)
+
+
+@pytest.fixture
+def champion(trained, mlflow_uri, training_config):
+    """Every test starts from the trained champion and no challenger; restored afterwards."""
+    client = registry.get_client(mlflow_uri)
+    name = training_config.model_name
+    registry.set_alias(client, name, registry.CHAMPION, trained.version)
+    registry.delete_alias(client, name, registry.CHALLENGER)
+    client.set_registered_model_tag(name, "mlops.rollout", "")
+    yield trained.version
+    registry.set_alias(client, name, registry.CHAMPION, trained.version)
+    registry.delete_alias(client, name, registry.CHALLENGER)
+    client.set_registered_model_tag(name, "mlops.rollout", "")
+
+
+def copy_version(mlflow_uri, name, version) -> str:
+    """Register the same artifacts again: a challenger as good as the champion."""
+    client = registry.get_client(mlflow_uri)
+    mv = client.get_model_version(name, version)
+    registry.use_tracking_uri(mlflow_uri)
+    return str(mlflow.register_model(mv.source, name, tags=mv.tags).version)
+
+
+class Traffic:
+    """Background request streams; records (status, version, request_id, row index)."""
+
+    def __init__(self, url, X, y, threads=3, feedback=None):
+        self.url, self.X, self.y, self.feedback = url, X, y, feedback
+        self.stop = threading.Event()
+        self.results: list[tuple[int, str | None]] = []
+        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+
+    def _run(self, k):
+        i = k
+        with httpx.Client(timeout=30) as c:
+            while not self.stop.is_set():
+                row = i % len(self.X)
+                r = c.post(f"{self.url}/predict", json={"features": [self.X.iloc[row].tolist()]})
+                body = r.json()
+                self.results.append((r.status_code, body.get("model_version")))
+                if r.status_code == 200 and self.feedback is not None:
+                    label = int(self.feedback(row))
+                    c.post(
+                        f"{self.url}/feedback",
+                        json={"request_id": body["request_id"], "label": label},
+                    )
+                i += len(self.threads)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+
+def rollout_status(url):
+    return httpx.get(f"{url}/admin/rollout", headers=ADMIN, timeout=30).json()
+
+
+def test_split_sticky_and_pins(serve_app, champion, mlflow_uri, training_config, data):
+    X, _ = data
+    url = serve_app(name=APP, rollout=RolloutConfig(**{**FAST, "min_requests": 10**9}))
+    v2 = copy_version(mlflow_uri, training_config.model_name, champion)
+    r = httpx.post(f"{url}/admin/rollout", json={"version": v2}, headers=ADMIN, timeout=120)
+    assert r.status_code == 200, r.text
+    r = httpx.post(f"{url}/admin/weights", json={"blue": 0.9, "green": 0.1}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    slot_of = {v: s for s, v in rollout_status(url)["slots"].items() if v}
+    weights = rollout_status(url)["weights"]
+    assert weights[slot_of[champion]] == pytest.approx(0.9)
+
+    n = 2000
+    row = {"features": [X.iloc[0].tolist()]}
+    counts: Counter = Counter()
+    lock = threading.Lock()
+
+    def send(k):
+        with httpx.Client(timeout=30) as c:
+            for _ in range(k):
+                v = c.post(f"{url}/predict", json=row).json()["model_version"]
+                with lock:
+                    counts[v] += 1
+
+    threads = [threading.Thread(target=send, args=(n // 8,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(counts.values()) == n
+    _, p = stats.chisquare([counts[champion], counts[v2]], [0.9 * n, 0.1 * n])
+    assert p > 0.01, (counts, p)
+
+    with httpx.Client(timeout=30) as c:
+        for key in ("alice", "bob", "carol", "dave"):
+            seen = {
+                c.post(f"{url}/predict", json=row, headers={"X-Routing-Key": key}).json()[
+                    "model_version"
+                ]
+                for _ in range(15)
+            }
+            assert len(seen) == 1, (key, seen)
+        for v in (champion, v2):
+            assert (
+                c.post(f"{url}/predict", json={**row, "model_version": v}).json()["model_version"]
+                == v
+            )
+            assert (
+                c.post(f"{url}/predict", json=row, headers={"X-Model-Version": v}).json()[
+                    "model_version"
+                ]
+                == v
+            )
+        r = c.post(f"{url}/predict", json={**row, "model_version": "424242"})
+        assert r.status_code == 404
+        assert sorted(r.json()["live_versions"]) == sorted([champion, v2])
+        assert "not live" in r.json()["detail"]
+
+
+def test_good_challenger_is_promoted_through_every_step(
+    serve_app, champion, mlflow_uri, training_config, data
+):
+    X, y = data
+    url = serve_app(name=APP, rollout=RolloutConfig(**FAST))
+    name = training_config.model_name
+    v2 = copy_version(mlflow_uri, name, champion)
+    with Traffic(url, X, y, feedback=lambda i: y.iloc[i]) as traffic:
+        r = httpx.post(f"{url}/admin/rollout", json={"version": v2}, headers=ADMIN, timeout=120)
+        assert r.status_code == 200, r.text
+        client = registry.get_client(mlflow_uri)
+        wait_until(
+            lambda: registry.alias_version(client, name, registry.CHAMPION) == v2,
+            180,
+            what="promotion of the challenger",
+        )
+        status = rollout_status(url)
+    statuses = Counter(s for s, _ in traffic.results)
+    assert set(statuses) == {200}, statuses
+    assert status["rollout"] is None and status["champion"] == v2
+    events = [(e["event"], e["version"]) for e in status["history"] if e["version"] == v2]
+    # 25% -> 50% -> promoted (reaching 100% is the promotion)
+    assert events[-3:] == [("started", v2), ("step", v2), ("promoted", v2)]
+    assert registry.alias_version(client, name, registry.CHALLENGER) is None
+    assert "mlops.promoted_at" in client.get_model_version(name, v2).tags
+    assert {v for _, v in traffic.results} == {champion, v2}
+
+
+def _assert_rolled_back(url, mlflow_uri, name, version, champion, fragment):
+    client = registry.get_client(mlflow_uri)
+    wait_until(lambda: rollout_status(url)["rollout"] is None, 180, what="automatic rollback")
+    status = rollout_status(url)
+    assert status["champion"] == champion
+    live = {s for s, v in status["slots"].items() if v == champion}
+    assert all(status["weights"][s] == (1.0 if s in live else 0.0) for s in status["weights"])
+    last = status["history"][-1]
+    assert last["event"] == "rolled_back" and last["version"] == version
+    assert fragment in last["reason"], last
+    assert registry.alias_version(client, name, registry.CHALLENGER) is None
+    assert registry.alias_version(client, name, registry.CHAMPION) == champion
+    assert fragment in client.get_model_version(name, version).tags["mlops.rejected"]
+
+
+def test_failing_challenger_is_rolled_back(serve_app, champion, mlflow_uri, training_config, data):
+    X, y = data
+    url = serve_app(name=APP, rollout=RolloutConfig(**FAST))
+    name = training_config.model_name
+    base = registry.load_model(mlflow_uri, name, champion)
+    bad = faults.register(mlflow_uri, name, faults.FlakyModel(base, failure_rate=0.3), X)
+    with Traffic(url, X, y) as traffic:
+        r = httpx.post(f"{url}/admin/rollout", json={"version": bad}, headers=ADMIN, timeout=120)
+        assert r.status_code == 200, r.text
+        _assert_rolled_back(url, mlflow_uri, name, bad, champion, "error rate")
+    by_version: dict = {}
+    for status, version in traffic.results:
+        by_version.setdefault(version, Counter())[status] += 1
+    assert set(by_version[champion]) == {200}, by_version  # champion traffic never failed
+    failed = [s for s, v in traffic.results if s != 200]
+    assert failed and set(failed) == {500}
+
+
+def test_inaccurate_challenger_is_rolled_back(
+    serve_app, champion, mlflow_uri, training_config, data
+):
+    X, y = data
+    url = serve_app(name=APP, rollout=RolloutConfig(**FAST))
+    name = training_config.model_name
+    # Trained on labels flipped for half the rows: clearly worse on the true labels.
+    flipped = y.copy()
+    flipped[X["mean_radius"] > X["mean_radius"].median()] ^= 1
+    worse = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, flipped)
+    bad = faults.register(mlflow_uri, name, worse, X, accuracy=0.5)
+    with Traffic(url, X, y, feedback=lambda i: y.iloc[i]) as traffic:
+        r = httpx.post(f"{url}/admin/rollout", json={"version": bad}, headers=ADMIN, timeout=120)
+        assert r.status_code == 200, r.text
+        _assert_rolled_back(url, mlflow_uri, name, bad, champion, "accuracy")
+    assert {s for s, v in traffic.results} == {200}
+
+
+def test_admin_routes_refuse_missing_or_wrong_token(serve_app, champion):
+    url = serve_app(name=APP)
+    routes = [
+        ("GET", "/admin/rollout"),
+        ("POST", "/admin/rollout"),
+        ("POST", "/admin/rollout/promote"),
+        ("POST", "/admin/rollout/rollback"),
+        ("POST", "/admin/rollout/pause"),
+        ("POST", "/admin/rollout/resume"),
+        ("POST", "/admin/weights"),
+        ("POST", "/reload"),
+    ]
+    with httpx.Client(timeout=30) as c:
+        for method, path in routes:
+            assert c.request(method, f"{url}{path}").status_code == 401, path
+            bad = {"Authorization": "Bearer wrong"}
+            assert c.request(method, f"{url}{path}", headers=bad).status_code == 403, path
+        r = c.post(f"{url}/admin/rollout", json={"version": champion}, headers=ADMIN)
+        assert r.status_code == 409 and "already the champion" in r.json()["error"]
+        r = c.post(f"{url}/admin/weights", json={"blue": "x"}, headers=ADMIN)
+        assert r.status_code == 422
+
+
+def _replica_actor(deployment: str):
+    """The one replica actor of ``deployment`` (GCS's named-actor list; no dashboard needed)."""
+    names = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == "serve" and f"{APP}#{deployment}#" in a["name"]
+    ]
+    assert len(names) == 1, names
+    return ray.get_actor(names[0], namespace="serve")
+
+
+def test_killed_controller_resumes_the_rollout_from_mlflow(
+    serve_app, champion, mlflow_uri, training_config, data
+):
+    X, y = data
+    url = serve_app(name=APP, rollout=RolloutConfig(**{**FAST, "min_requests": 10**9}))
+    v2 = copy_version(mlflow_uri, training_config.model_name, champion)
+    r = httpx.post(f"{url}/admin/rollout", json={"version": v2}, headers=ADMIN, timeout=120)
+    assert r.status_code == 200, r.text
+    before = rollout_status(url)
+    assert before["rollout"]["version"] == v2 and before["rollout"]["step"] == 0
+    with Traffic(url, X, y) as traffic:
+        wait_until(lambda: len(traffic.results) > 20, 30, what="traffic")
+        ray.kill(_replica_actor("RolloutController"), no_restart=False)
+        wait_until(
+            lambda: (
+                (s := rollout_status(url)).get("rollout") is not None
+                and s["rollout"]["version"] == v2
+                and not s["rollout"].get("resumed")
+                and s["weights"] == before["weights"]
+            ),
+            120,
+            what="controller back with the rollout resumed",
+        )
+        n = len(traffic.results)
+        wait_until(lambda: len(traffic.results) > n + 20, 30, what="traffic after restart")
+    assert {s for s, _ in traffic.results} == {200}
+    assert {v for _, v in traffic.results[-20:]} <= {champion, v2}

@@ -1,0 +1,502 @@
+"""DriftMonitorCore: windows, the feedback join, hysteresis, cooldown, one retraining at a time,
+bounded memory. Plain Python with an injected clock; no Ray."""
+
+import json
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from configs import DriftConfig, load_drift_config
+from monitoring.core import DriftMonitorCore, normalize_label
+from tests.unit.test_drift import NAMES, predict, sample
+
+WINDOW = 500
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make_core(clock: Clock, **overrides) -> DriftMonitorCore:
+    cfg = dict(
+        feedback_grace_s=0,  # the early-label path has its own test
+        window_size=WINDOW,
+        label_window_size=WINDOW,
+        min_samples=200,
+        min_labelled=100,
+        min_new_samples=100,
+        min_new_labels=25,
+        hysteresis_count=3,
+        cooldown_s=600,
+        request_map_rows=5000,
+        request_map_ttl_s=3600,
+    )
+    cfg.update(overrides)
+    return DriftMonitorCore(DriftConfig(**cfg), clock=clock)
+
+
+class Traffic:
+    """Seeded traffic for one model version: rows, predictions, request ids, labels."""
+
+    def __init__(self, core: DriftMonitorCore, clock: Clock, seed: int, version: str = "1"):
+        self.core, self.clock, self.version = core, clock, version
+        self.rng = np.random.default_rng(seed)
+        self.n = 0
+        ref = sample(self.rng, 500)
+        core.set_reference(version, ref, list(predict(ref)), 0.96, NAMES, [0, 1])
+
+    def send(
+        self, rows: int, shift: dict[int, float] | None = None, rows_per_request: int = 10
+    ) -> list[tuple[str, np.ndarray, list[int]]]:
+        """``rows`` predictions in multi-row records (the router's format)."""
+        X = sample(self.rng, rows)
+        for j, delta in (shift or {}).items():
+            X[:, j] += delta
+        pred = predict(X)
+        records, sent = [], []
+        for i in range(0, rows, rows_per_request):
+            self.n += 1
+            rid = f"r{self.n}"
+            Xi, pi = X[i : i + rows_per_request], [int(p) for p in pred[i : i + rows_per_request]]
+            records.append(
+                {
+                    "kind": "request",
+                    "request_id": rid,
+                    "features": Xi,
+                    "predictions": pi,
+                    "model_version": self.version,
+                    "latency_ms": 3.0,
+                    "error": None,
+                    "ts": self.clock(),
+                }
+            )
+            sent.append((rid, Xi, pi))
+        out = self.core.add_records(records)
+        assert out["accepted"] == len(records) and out["rows"] == rows
+        return sent
+
+    def label(self, sent, concept_shift: bool = False) -> dict:
+        """Ground truth: the model is right 97% of the time, unless the concept shifted."""
+        items = []
+        for rid, Xi, pi in sent:
+            truth = np.asarray(pi)
+            flip = self.rng.random(len(pi)) < 0.03
+            if concept_shift:
+                flip ^= Xi[:, 1] > 6.0
+            items.append(
+                {"request_id": rid, "label": [int(v) for v in np.where(flip, 1 - truth, truth)]}
+            )
+        out = self.core.add_feedback(items)
+        assert out["accepted"] == len(items)
+        return out
+
+    def tick(self, seconds: float = 30.0):
+        self.clock.t += seconds
+        rep = self.core.evaluate()
+        return rep, self.core.should_retrain()
+
+
+# ---- no false alarms ------------------------------------------------------------------------
+def test_stationary_traffic_never_triggers_over_200_windows():
+    clock = Clock()
+    core = make_core(clock)
+    traffic = Traffic(core, clock, seed=123)
+    fired = {"ks": 0, "psi": 0, "chi2": 0, "accuracy": 0}
+    for _ in range(200):
+        traffic.label(traffic.send(WINDOW))  # a fresh, independent window each time
+        rep, (trigger, reason, _) = traffic.tick()
+        assert not rep.skipped, rep.skipped
+        assert not trigger, reason
+        for d in fired:
+            fired[d] += rep.fired[d]
+    assert core.status()["last_trigger"] is None
+    # Single-window false alarms happen at about the configured 1% and are absorbed by the
+    # hysteresis; the totals show the detectors really ran.
+    assert fired["ks"] <= 6 and fired["chi2"] <= 6 and fired["psi"] == 0
+    assert fired["accuracy"] == 0
+
+
+# ---- detectors fire on real change ----------------------------------------------------------
+def test_feature_shift_triggers_after_hysteresis_naming_the_shifted_features():
+    clock = Clock()
+    core = make_core(clock, trigger_on=["ks"])
+    traffic = Traffic(core, clock, seed=1)
+    std1, std5 = 2.0, np.sqrt(5 / 3)  # normal(5, 2) and t(5)
+    answers = []
+    for _ in range(3):
+        traffic.send(WINDOW, shift={1: std1, 5: std5})
+        rep, answer = traffic.tick()
+        answers.append(answer)
+        assert [f.name for f in rep.features if f.ks_flagged] == ["f1", "f5"]
+    assert [a[0] for a in answers] == [False, False, True]
+    trigger, reason, numbers = answers[-1]
+    assert "f1" in reason and "f5" in reason and "KS" in reason
+    assert set(numbers["ks_flagged"]) == {"f1", "f5"} and numbers["detectors"] == ["ks"]
+    last = core.status()["last_trigger"]
+    assert last["detectors"] == ["ks"] and last["ts"] == clock.t
+    json.dumps(core.status())
+
+
+def test_chi_square_triggers_when_predicted_classes_change():
+    clock = Clock()
+    core = make_core(clock, trigger_on=["chi2"])
+    traffic = Traffic(core, clock, seed=2)
+    traffic.send(WINDOW)
+    assert not traffic.tick()[0].fired["chi2"]
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        # Same feature distribution; the served model now says 1 for 75% of rows.
+        X = sample(rng, WINDOW)
+        preds = [int(rng.random() < 0.75) for _ in range(WINDOW)]
+        core.add_records(
+            [
+                {
+                    "request_id": f"c{i}-{k}",
+                    "features": list(x),
+                    "prediction": p,
+                    "model_version": "1",
+                    "latency_ms": 1.0,
+                    "error": None,
+                    "ts": clock.t,
+                }
+                for k, (x, p) in enumerate(zip(X, preds, strict=True))
+            ]
+        )
+        rep, (trigger, reason, _) = traffic.tick()
+        assert rep.fired["chi2"]
+    assert trigger and "class shares" in reason
+
+
+@pytest.mark.parametrize("concept_shift", [False, True])
+def test_accuracy_detector_fires_on_concept_shift_not_on_stationary_labels(concept_shift):
+    clock = Clock()
+    core = make_core(clock, trigger_on=["accuracy"])
+    traffic = Traffic(core, clock, seed=3)
+    results = []
+    for _ in range(4):
+        traffic.label(traffic.send(WINDOW), concept_shift=concept_shift)
+        rep, answer = traffic.tick()
+        assert not rep.fired["ks"]  # the features did not move, only the labels
+        results.append((rep.fired["accuracy"], answer[0]))
+    if concept_shift:
+        assert [r[0] for r in results] == [True] * 4
+        assert [r[1] for r in results] == [False, False, True, False]  # fired once, then cooldown
+        assert core.status()["accuracy"] < 0.8
+    else:
+        assert results == [(False, False)] * 4
+        assert core.status()["accuracy"] > 0.95
+
+
+# ---- feedback -------------------------------------------------------------------------------
+def test_feedback_counts_unknown_expired_duplicate_and_accepts_the_rest():
+    clock = Clock()
+    core = make_core(clock, request_map_ttl_s=100)
+    traffic = Traffic(core, clock, seed=4)
+    old = traffic.send(20, rows_per_request=1)
+    clock.t += 150  # the first requests are now past the TTL
+    new = traffic.send(30, rows_per_request=1)
+    items = [{"request_id": rid, "label": p[0]} for rid, _, p in old[:5] + new]
+    items += [{"request_id": "never-seen", "label": 1}, {"request_id": new[0][0], "label": 0}]
+    items += [{"nonsense": True}, {"request_id": new[1][0], "label": [0, 1]}]  # 1 row, 2 labels
+    out = core.add_feedback(items)
+    # new[0] and new[1] come twice: the second label for new[0] is a duplicate, new[1]'s
+    # first label was accepted so its malformed second one is a duplicate too.
+    assert out == {"accepted": 30, "unknown": 6, "duplicate": 2, "invalid": 1, "pending": 0}
+    assert core.labelled_since("1", 0.0) == (30, 30)
+    assert core.labelled_since("1", clock.t + 1) == (0, 0)
+    assert core.status()["feedback"] == out
+    assert core.status()["request_index"]["expired"] == 20
+    X, y = core.labelled_feedback()
+    assert X.shape == (30, len(NAMES)) and y.tolist() == [p[0] for _, _, p in new]
+
+
+def test_label_count_must_match_rows_and_labels_compare_across_types():
+    clock = Clock()
+    core = make_core(clock)
+    traffic = Traffic(core, clock, seed=5)
+    (rid, _, preds), (rid2, _, preds2) = traffic.send(20, rows_per_request=10)
+    assert core.add_feedback([{"request_id": rid, "label": preds[:3]}])["invalid"] == 1
+    # JSON labels may arrive as strings or floats; predictions are ints.
+    as_text = [str(p) for p in preds]
+    assert core.add_feedback([{"request_id": rid, "label": as_text}])["accepted"] == 1
+    as_float = [float(p) for p in preds2]
+    assert core.add_feedback([{"request_id": rid2, "label": as_float}])["accepted"] == 1
+    assert core.status()["accuracy"] == 1.0
+    assert normalize_label(np.int64(2)) == 2 and normalize_label(2.0) == 2
+    assert normalize_label(2.5) == 2.5 and normalize_label("a") == "a"
+
+
+def test_bad_records_are_counted_never_raised():
+    clock = Clock()
+    core = make_core(clock)
+    Traffic(core, clock, seed=6)
+    good = {"request_id": "ok", "features": [0.0] * 8, "prediction": 1, "model_version": "1"}
+    out = core.add_records(
+        [
+            good,
+            {**good, "request_id": "nan", "features": [float("nan")] * 8},
+            {**good, "request_id": "narrow", "features": [0.0] * 3},
+            {**good, "request_id": "mismatch", "features": [[0.0] * 8] * 2, "predictions": [1]},
+            {"features": [0.0] * 8},  # no version
+            "not a record",
+            {**good, "error": "overloaded", "features": None},
+            {"kind": "shadow", "model_version": "2", "rows": 3, "agree": 3, "ts": clock.t},
+        ]
+    )
+    assert out == {"accepted": 1, "rows": 1, "errors": 1, "invalid": 5, "ignored": 1}
+    assert core.status()["versions"]["1"]["errors"] == 1
+
+
+# ---- hysteresis, cooldown, one retraining at a time ----------------------------------------
+def drifting(seed=7, **cfg):
+    clock = Clock()
+    core = make_core(clock, trigger_on=["ks"], **cfg)
+    traffic = Traffic(core, clock, seed=seed)
+    return clock, core, traffic
+
+
+def test_hysteresis_needs_consecutive_fresh_evaluations():
+    clock, core, traffic = drifting()
+    traffic.send(WINDOW, shift={0: 1.0})
+    assert traffic.tick()[1][0] is False
+    # Re-evaluating the same window is not new evidence: the streak does not move.
+    for _ in range(5):
+        rep, (trigger, _, numbers) = traffic.tick()
+        assert rep.fired["ks"] and not trigger and numbers["streaks"]["ks"] == 1
+    # A stationary window in between breaks the run.
+    traffic.send(WINDOW)
+    assert traffic.tick()[1][1].startswith("no armed detector")
+    assert core.status()["hysteresis"]["ks"]["streak"] == 0
+    for expected in (False, False, True):
+        traffic.send(WINDOW, shift={0: 1.0})
+        assert traffic.tick()[1][0] is expected
+
+
+def test_fired_detector_rearms_only_after_the_statistic_clears():
+    clock, core, traffic = drifting(cooldown_s=0)
+    for _ in range(3):
+        traffic.send(WINDOW, shift={0: 1.0})
+        trigger = traffic.tick()[1][0]
+    assert trigger
+    # Drift persists: the detector keeps firing but is disarmed, so no new trigger.
+    for _ in range(5):
+        traffic.send(WINDOW, shift={0: 1.0})
+        rep, (trigger, reason, _) = traffic.tick()
+        assert rep.fired["ks"] and not trigger
+    assert core.status()["hysteresis"]["ks"]["armed"] is False
+    # Back to normal: re-armed by the first window whose min adjusted p is above rearm_alpha
+    # (a p-value on stationary data is uniform, so that takes one or two windows).
+    for _ in range(5):
+        traffic.send(WINDOW)
+        rep, _ = traffic.tick()
+        armed = core.status()["hysteresis"]["ks"]["armed"]
+        assert armed == (rep.ks_min_adjusted_p >= core.cfg.rearm_alpha)
+        if armed:
+            break
+    assert armed
+    answers = []
+    for _ in range(3):
+        traffic.send(WINDOW, shift={0: 1.0})
+        answers.append(traffic.tick()[1][0])
+    assert answers == [False, False, True]
+
+
+def test_cooldown_and_one_retraining_at_a_time():
+    clock, core, traffic = drifting(cooldown_s=600)
+    for _ in range(3):
+        traffic.send(WINDOW, shift={0: 1.0})
+        trigger = traffic.tick()[1][0]
+    assert trigger
+    t_trigger = clock.t
+    core.retraining_started()
+    with pytest.raises(RuntimeError, match="one at a time"):
+        core.retraining_started()
+    for _ in range(3):
+        traffic.send(WINDOW, shift={0: 1.0})
+        trigger, reason, _ = traffic.tick()[1]
+        assert not trigger and "retraining is running" in reason
+    core.retraining_finished(ok=True)
+    assert core.status()["hysteresis"]["ks"] == {"armed": True, "streak": 0, "over": True}
+    # Success re-arms with fresh streaks: three new evaluations, then the cooldown.
+    reasons = []
+    while True:
+        traffic.send(WINDOW, shift={0: 1.0})
+        trigger, reason, _ = traffic.tick()[1]
+        if trigger:
+            break
+        reasons.append(reason)
+    assert clock.t == t_trigger + 600
+    assert reasons[0].startswith("no armed") and reasons[1].startswith("no armed")
+    assert len(reasons) > 2 and all(r.startswith("cooldown") for r in reasons[2:])
+    assert core.status()["retraining"] == {
+        "running_since": None,
+        "last_failure_ts": None,
+        "started": 1,
+        "succeeded": 1,
+        "failed": 0,
+    }
+
+
+def test_failed_retraining_is_retried_after_the_cooldown():
+    clock, core, traffic = drifting(cooldown_s=600)
+    for _ in range(3):
+        traffic.send(WINDOW, shift={0: 1.0})
+        trigger = traffic.tick()[1][0]
+    assert trigger
+    core.retraining_started()
+    # The drift is still there: the streak keeps counting while the detector is disarmed ...
+    for _ in range(3):
+        traffic.send(WINDOW, shift={0: 1.0})
+        assert traffic.tick()[1][0] is False
+    core.retraining_finished(ok=False)
+    t_fail = clock.t
+    # ... so after the failure only the cooldown (from the failure) holds the retry back.
+    traffic.send(WINDOW, shift={0: 1.0})
+    trigger, reason, _ = core.evaluate() and core.should_retrain()
+    assert not trigger and "cooldown" in reason
+    clock.t = t_fail + 599
+    traffic.send(WINDOW, shift={0: 1.0})
+    core.evaluate()
+    assert core.should_retrain()[0] is False
+    clock.t = t_fail + 600
+    traffic.send(WINDOW, shift={0: 1.0})
+    core.evaluate()
+    assert core.should_retrain()[0] is True
+    st = core.status()["retraining"]
+    assert st["failed"] == 1 and st["last_failure_ts"] == t_fail
+
+
+def test_new_champion_resets_hysteresis():
+    clock, core, traffic = drifting()
+    for _ in range(2):
+        traffic.send(WINDOW, shift={0: 1.0})
+        traffic.tick()
+    assert core.status()["hysteresis"]["ks"]["streak"] == 2
+    ref = sample(np.random.default_rng(9), 300)
+    core.set_reference("2", ref, list(predict(ref)), 0.97, NAMES, [0, 1])
+    assert core.champion == "2" and core.status()["hysteresis"]["ks"]["streak"] == 0
+    rep = core.evaluate()
+    assert rep.version == "2" and "need 200" in rep.skipped["ks"]
+
+
+# ---- memory bounds and data out -------------------------------------------------------------
+def test_memory_stays_bounded():
+    clock = Clock()
+    core = make_core(
+        clock,
+        window_size=300,
+        label_window_size=200,
+        min_samples=100,
+        request_map_rows=1000,
+        max_versions=2,
+    )
+    traffic = Traffic(core, clock, seed=8)
+    for _ in range(20):
+        traffic.label(traffic.send(250))
+        clock.t += 1
+        st = core.status()
+        assert st["versions"]["1"]["window_rows"] <= 300
+        assert st["versions"]["1"]["window_labelled"] <= 200
+        assert st["request_index"]["rows"] <= 1000
+    st = core.status()
+    assert st["versions"]["1"]["rows_seen"] == 5000 and st["versions"]["1"]["window_rows"] == 300
+    assert st["request_index"]["evicted"] > 0
+    assert core.labelled_feedback()[0].shape == (200, len(NAMES))
+    # Old request ids were evicted: their labels come back unknown, not as an error.
+    assert core.add_feedback([{"request_id": "r1", "label": [0] * 10}])["unknown"] == 1
+    # Versions: the champion stays, the least recently active other version goes.
+    for v in ("7", "8", "9"):
+        core.add_records([{"features": [0.0] * 8, "prediction": 0, "model_version": v}])
+    assert set(core.status()["versions"]) == {"1", "9"}
+
+
+def test_labelled_feedback_per_version_and_across_versions():
+    clock = Clock()
+    core = make_core(clock)
+    t1 = Traffic(core, clock, seed=10, version="1")
+    t2 = Traffic.__new__(Traffic)
+    t2.core, t2.clock, t2.version, t2.rng, t2.n = core, clock, "2", np.random.default_rng(11), 1000
+    t1.label(t1.send(40))
+    clock.t += 1
+    t2.label(t2.send(60))
+    X1, y1 = core.labelled_feedback("1")
+    X2, y2 = core.labelled_feedback("2")
+    X, y = core.labelled_feedback()
+    assert X1.shape == (40, 8) and X2.shape == (60, 8) and X.shape == (100, 8)
+    assert np.array_equal(X, np.vstack([X1, X2])) and y.tolist() == y1.tolist() + y2.tolist()
+    empty_X, empty_y = core.labelled_feedback("unknown-version")
+    assert empty_X.shape == (0, 8) and empty_y.shape == (0,)
+
+
+def test_no_champion_and_missing_baseline_are_reported_not_raised():
+    clock = Clock()
+    core = make_core(clock)
+    rep = core.evaluate()
+    assert rep.version is None and set(rep.skipped) == {"ks", "psi", "chi2", "accuracy"}
+    assert core.should_retrain()[0] is False
+    ref = sample(np.random.default_rng(0), 300)
+    core.set_reference("3", ref, None, float("nan"), None, None)
+    core.add_records(
+        [
+            {
+                "features": ref[:250].tolist(),
+                "predictions": [0] * 250,
+                "model_version": "3",
+                "request_id": "x",
+            }
+        ]
+    )
+    rep = core.evaluate()
+    assert "baseline" in rep.skipped["accuracy"] and "reference classes" in rep.skipped["chi2"]
+    assert [f.name for f in rep.features][:2] == ["f0", "f1"] and not rep.fired["ks"]
+
+
+# ---- config ---------------------------------------------------------------------------------
+def test_shipped_drift_yaml_is_valid_and_env_overrides_apply(monkeypatch):
+    cfg = load_drift_config()
+    assert cfg.hysteresis_count >= 1 and cfg.min_samples <= cfg.window_size
+    monkeypatch.setenv("MLOPS_DRIFT__COOLDOWN_S", "5")
+    monkeypatch.setenv("MLOPS_DRIFT__TRIGGER_ON", "[accuracy]")
+    cfg = load_drift_config()
+    assert cfg.cooldown_s == 5 and cfg.trigger_on == ["accuracy"]
+
+
+def test_inconsistent_drift_config_is_refused():
+    with pytest.raises(ValidationError, match="min_samples"):
+        DriftConfig(window_size=100, min_samples=200)
+    with pytest.raises(ValidationError, match="psi_rearm_threshold"):
+        DriftConfig(psi_threshold=0.1, psi_rearm_threshold=0.2)
+    with pytest.raises(ValidationError, match="rearm_alpha"):
+        DriftConfig(ks_alpha=0.2, rearm_alpha=0.1)
+    with pytest.raises(ValidationError):
+        DriftConfig(not_a_field=1)
+
+
+def test_label_that_beats_its_record_waits_then_joins_or_expires():
+    clock = Clock()
+    core = make_core(clock, feedback_grace_s=10)
+    early = [{"request_id": "a", "label": 1}, {"request_id": "b", "label": 0}]
+    assert core.add_feedback(early) == {
+        "accepted": 0,
+        "unknown": 0,
+        "duplicate": 0,
+        "invalid": 0,
+        "pending": 2,
+    }
+    assert core.add_feedback([{"request_id": "a", "label": 1}])["duplicate"] == 1
+    clock.t += 5
+    core.add_records(
+        [{"request_id": "a", "features": [0.0] * 8, "prediction": 1, "model_version": "1"}]
+    )
+    assert core.labelled_since("1", 0.0) == (1, 1)
+    clock.t += 6  # "b" never came: past the grace period it is unknown
+    core.evaluate()
+    fb = core.status()["feedback"]
+    assert fb["accepted"] == 1 and fb["unknown"] == 1 and fb["pending"] == 0

@@ -1,0 +1,114 @@
+"""RolloutCore against a real MLflow registry (SQLite in a temp dir), no Ray: state is rebuilt
+from aliases and tags, and anything inconsistent falls back to the champion alone."""
+
+import json
+import shutil
+
+import mlflow
+import pytest
+from sklearn.dummy import DummyClassifier
+
+from deployments.rollout import RolloutCore, RolloutError
+from training import registry
+
+NAME = "m"
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """One migrated registry with three versions; each test gets a copy (migrations are slow)."""
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    registry.use_tracking_uri(uri)
+    c = registry.get_client(uri)
+    exp = registry.ensure_experiment(c, "t", uri)
+    with mlflow.start_run(experiment_id=exp):
+        info = mlflow.sklearn.log_model(DummyClassifier().fit([[0], [1]], [0, 1]), name="model")
+    tags = {"feature_names": '["x"]', "classes": "[0, 1]", "test_accuracy": "0.9"}
+    for _ in range(3):
+        mlflow.register_model(info.model_uri, NAME, tags=tags)
+    registry.set_alias(c, NAME, registry.CHAMPION, "1")
+    return root / "mlflow.db"
+
+
+@pytest.fixture
+def client(template, tmp_path):
+    db = tmp_path / "mlflow.db"
+    shutil.copy(template, db)
+    return registry.get_client(f"sqlite:///{db}")
+
+
+def core(client, t=1000.0):
+    return RolloutCore(model_name=NAME, client=client, wall=lambda: t, clock=lambda: t)
+
+
+def test_bootstrap_puts_champion_alone_in_blue(client):
+    c = core(client)
+    c.bootstrap()
+    assert c.slots == {"blue": "1", "green": None}
+    assert c.weights == {"blue": 1.0, "green": 0.0}
+    assert c.snapshot()["versions"]["1"]["feature_names"] == ["x"]
+
+
+def test_rollout_state_survives_a_restart(client):
+    c = core(client)
+    c.bootstrap()
+    slot = c.begin_rollout("2")
+    c.assign(slot, "2")
+    c.enter_step("2", slot, 0)
+    c.enter_step("2", slot, 1)
+    c.persist()
+    c.persist_history()
+    assert registry.alias_version(client, NAME, registry.CHALLENGER) == "2"
+
+    again = core(client)
+    again.bootstrap()
+    assert again.slots == {"blue": "1", "green": "2"}
+    assert again.rollout["version"] == "2" and again.rollout["step"] == 1
+    assert again.rollout["resumed"] is True
+    # Until the challenger slot reports loaded, it gets no traffic.
+    assert again.weights == {"blue": 1.0, "green": 0.0}
+    assert [e["event"] for e in again.history] == ["started"]
+
+
+def test_rollout_record_that_disagrees_with_aliases_falls_back_safely(client):
+    client.set_registered_model_tag(
+        NAME, "mlops.rollout", json.dumps({"version": "2", "slot": "green", "step": 2})
+    )
+    c = core(client)
+    c.bootstrap()  # no challenger alias: the record is stale
+    assert c.rollout is None
+    assert c.weights == {"blue": 1.0, "green": 0.0}
+    assert c.history[-1]["event"] == "abandoned"
+
+
+def test_promote_and_rollback_write_aliases_and_tags(client):
+    c = core(client)
+    c.bootstrap()
+    with pytest.raises(RolloutError, match="already the champion"):
+        c.begin_rollout("1")
+    c.assign("green", "2")
+    c.enter_step("2", "green", 0)
+    assert c.weights == {"blue": 0.9, "green": pytest.approx(0.1)}
+    with pytest.raises(RolloutError, match="in progress"):
+        c.begin_rollout("3")
+    c.rollback("error rate too high", {"n": 1})
+    assert c.weights == {"blue": 1.0, "green": 0.0}
+    assert registry.alias_version(client, NAME, registry.CHALLENGER) is None
+    rejected = json.loads(client.get_model_version(NAME, "2").tags["mlops.rejected"])
+    assert rejected["reason"] == "error rate too high"
+
+    c.assign("green", "3")
+    c.enter_step("3", "green", 0)
+    c.promote("passed", {})
+    assert registry.alias_version(client, NAME, registry.CHAMPION) == "3"
+    assert c.champion == "3" and c.weights == {"blue": 0.0, "green": 1.0}
+    assert "mlops.promoted_at" in client.get_model_version(NAME, "3").tags
+    assert [e["event"] for e in c.history] == ["started", "rolled_back", "started", "promoted"]
+
+
+def test_weights_refuse_an_empty_slot(client):
+    c = core(client)
+    c.bootstrap()
+    with pytest.raises(ValueError, match="serves no version"):
+        c.set_weights({"blue": 0.5, "green": 0.5})
