@@ -52,6 +52,7 @@ class RolloutController:
         loop = asyncio.get_running_loop()
         self._watch = loop.create_task(self._watch_registry())
         self._analysis = loop.create_task(self._analysis_loop())
+        self._gauges = loop.create_task(self._metrics.keep_alive())
         self._export_gauges()
 
     async def _notify(self) -> None:
@@ -61,17 +62,21 @@ class RolloutController:
 
     def _export_gauges(self) -> None:
         core = self._core
-        for slot, version in core.slots.items():
-            self._metrics["mlops_canary_weight"].set(
-                core.weights.get(slot, 0.0), tags={"slot": slot, "model_version": version or "none"}
-            )
+        self._metrics.set_gauge(
+            "mlops_canary_weight",
+            [
+                ({"slot": slot, "model_version": version or "none"}, core.weights.get(slot, 0.0))
+                for slot, version in core.slots.items()
+            ],
+        )
         ro = core.rollout
         if ro is not None:
-            self._metrics["mlops_rollout_step"].set(
-                ro["step"], tags={"model_version": ro["version"]}
-            )
+            steps = [({"model_version": ro["version"]}, ro["step"])]
         elif core.champion is not None:
-            self._metrics["mlops_rollout_step"].set(-1, tags={"model_version": core.champion})
+            steps = [({"model_version": core.champion}, -1)]
+        else:
+            steps = []
+        self._metrics.set_gauge("mlops_rollout_step", steps)
 
     def _count_event(self, entry: dict[str, Any]) -> None:
         self._metrics["mlops_rollout_events"].inc(

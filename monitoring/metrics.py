@@ -9,11 +9,16 @@ import (Ray must be running); call `Metrics.create()` in a replica or actor cons
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 PREFIX = "mlops_"
 LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+# Ray's metrics agent drops a gauge series that its worker has not set again within about two
+# report intervals, so a gauge set once (a canary weight that does not change for an hour)
+# vanishes from /metrics. Components re-set their gauges this often (`Metrics.keep_alive`).
+GAUGE_REFRESH_S = 2.0
 
 # name -> (kind, description, tag keys). The single list that dashboards and alerts refer to.
 SPECS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -65,6 +70,8 @@ class Metrics:
     """Handles to the metrics a component uses."""
 
     handles: dict[str, Any]
+    # gauge name -> {sorted tag items: value}: what `keep_alive` re-sets.
+    gauges: dict[str, dict[tuple[tuple[str, str], ...], float]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, names: list[str], serve: bool = True) -> Metrics:
@@ -87,3 +94,26 @@ class Metrics:
 
     def __getitem__(self, name: str) -> Any:
         return self.handles[name]
+
+    def set_gauge(self, name: str, series: list[tuple[dict[str, str], float]]) -> None:
+        """Replace every series of gauge ``name`` with ``series`` ((tags, value) pairs).
+
+        Series left out are no longer exported (Ray ages them out), so a slot that moved to
+        another version stops reporting the old one."""
+        kept = {}
+        for tags, value in series:
+            kept[tuple(sorted(tags.items()))] = float(value)
+            self.handles[name].set(float(value), tags=tags)
+        self.gauges[name] = kept
+
+    def refresh(self) -> None:
+        """Set every remembered gauge series again (see GAUGE_REFRESH_S)."""
+        for name, series in self.gauges.items():
+            for tags, value in series.items():
+                self.handles[name].set(value, tags=dict(tags))
+
+    async def keep_alive(self, interval_s: float = GAUGE_REFRESH_S) -> None:
+        """Run `refresh` forever; a component starts it as a task next to its own loops."""
+        while True:
+            await asyncio.sleep(interval_s)
+            self.refresh()

@@ -96,7 +96,9 @@ class DriftMonitor:
         self._last_retraining: dict[str, Any] | None = None
         self._timeline: list[dict[str, Any]] = []
         self._controller = None
-        self._loop_task = asyncio.get_running_loop().create_task(self._evaluate_loop())
+        loop = asyncio.get_running_loop()
+        self._loop_task = loop.create_task(self._evaluate_loop())
+        self._gauge_task = loop.create_task(self._metrics.keep_alive())
 
     # ---- ingestion -----------------------------------------------------------------------
     def _version_stats(self, version: str) -> VersionStats:
@@ -187,25 +189,39 @@ class DriftMonitor:
 
     def _export(self, report, champion: str) -> None:
         status = self._core.status()
-        acc = status.get("accuracy")
-        if acc is not None:
-            self._metrics["mlops_accuracy"].set(acc, tags={"model_version": champion})
-        for feature, scores in (status.get("features") or {}).items():
-            for test in ("ks", "psi"):
-                if scores.get(test) is not None:
-                    self._metrics["mlops_drift_score"].set(
-                        scores[test], tags={"feature": feature, "test": test}
-                    )
-        for detector, fired in (status.get("detectors") or {}).items():
-            self._metrics["mlops_drift_detected"].set(
-                1.0 if fired else 0.0, tags={"detector": detector}
-            )
+        m = self._metrics
+        # Windowed accuracy of every version with labels (a canary's too, not only the
+        # champion's), so per-version accuracy panels and alerts see both.
+        m.set_gauge(
+            "mlops_accuracy",
+            [
+                ({"model_version": v}, s["window_accuracy"])
+                for v, s in (status.get("versions") or {}).items()
+                if s.get("window_accuracy") is not None
+            ],
+        )
+        m.set_gauge(
+            "mlops_drift_score",
+            [
+                ({"feature": feature, "test": test}, scores[test])
+                for feature, scores in (status.get("features") or {}).items()
+                for test in ("ks", "psi")
+                if scores.get(test) is not None
+            ],
+        )
+        m.set_gauge(
+            "mlops_drift_detected",
+            [
+                ({"detector": d}, 1.0 if fired else 0.0)
+                for d, fired in (status.get("detectors") or {}).items()
+            ],
+        )
+        shadow = []
         for version, stats in self._stats.items():
             snap = stats.since(time.time() - 300)
             if snap.shadow_rows:
-                self._metrics["mlops_shadow_agreement"].set(
-                    snap.shadow_agree / snap.shadow_rows, tags={"model_version": version}
-                )
+                shadow.append(({"model_version": version}, snap.shadow_agree / snap.shadow_rows))
+        m.set_gauge("mlops_shadow_agreement", shadow)
 
     async def _run_retraining(self, reason: str, numbers: dict[str, Any]) -> None:
         X, y = self._core.labelled_feedback()

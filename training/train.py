@@ -83,8 +83,11 @@ def search(
             metric="cv_accuracy",
             mode="max",
             num_samples=cfg.num_samples,
-            max_concurrent_trials=cfg.max_concurrent_trials,
-            search_alg=BasicVariantGenerator(random_state=cfg.seed),
+            # Tune ignores TuneConfig.max_concurrent_trials for a SearchGenerator; the limit
+            # goes on the generator itself.
+            search_alg=BasicVariantGenerator(
+                random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials
+            ),
         ),
         run_config=tune.RunConfig(
             name=f"{cfg.model_name}-{int(time.time())}",

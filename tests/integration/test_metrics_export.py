@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -197,6 +198,11 @@ def test_local_prometheus_returns_per_version_series(serve_app, trained, data, t
                 return got
 
             wait_until(per_version_series, timeout=90, interval=1.0, what="per-version series")
+            # Ray's agent drops a gauge its worker stops setting after ~2 report intervals,
+            # and Prometheus then marks the series stale: the canary weight, which does not
+            # change without a rollout, must still be there well after that.
+            time.sleep(25)
+            assert per_version_series()["canary"] == {trained.version, "none"}
             up = c.get(f"{prom}/api/v1/query", params={"query": 'up{job="ray"}'}).json()
             assert {s["value"][1] for s in up["data"]["result"]} == {"1"}, up
             rules = c.get(f"{prom}/api/v1/rules").json()["data"]["groups"]
