@@ -128,17 +128,6 @@ def analyze(
             [f"challenger has {challenger.requests} of {min_requests} requests needed"],
             numbers,
         )
-    labels_flowing = champion.labelled > 0 or challenger.labelled > 0
-    if labels_flowing and min(champion.labelled, challenger.labelled) < min_labelled:
-        # Feedback exists, so accuracy is the check that matters most: wait for it.
-        return Verdict(
-            "inconclusive",
-            [
-                f"waiting for feedback: {challenger.labelled} challenger and "
-                f"{champion.labelled} champion labels of {min_labelled} needed"
-            ],
-            numbers,
-        )
     reasons: list[str] = []
     limit = champion.error_rate + error_rate_margin
     if challenger.error_rate > limit:
@@ -153,6 +142,20 @@ def analyze(
                 f"p99 latency {challenger.p99_ms:.1f} ms > {bound:.1f} ms "
                 f"({latency_p99_factor}x champion {champion.p99_ms:.1f} ms)"
             )
+    if reasons:
+        # Errors and latency need no labels: fail now rather than wait for feedback.
+        return Verdict("fail", reasons, numbers)
+    labels_flowing = champion.labelled > 0 or challenger.labelled > 0
+    if labels_flowing and min(champion.labelled, challenger.labelled) < min_labelled:
+        # Feedback exists, so accuracy is the check that matters most: wait for it.
+        return Verdict(
+            "inconclusive",
+            [
+                f"waiting for feedback: {challenger.labelled} challenger and "
+                f"{champion.labelled} champion labels of {min_labelled} needed"
+            ],
+            numbers,
+        )
     if challenger.labelled >= min_labelled and champion.labelled >= min_labelled:
         worse, p = accuracy_worse(
             champion.correct,

@@ -296,15 +296,17 @@ class RolloutController:
         async with self._lock:
             core, policy = self._core, self._policy
             ro = core.rollout
-            if ro is None or ro["paused"] or self._monitor is None:
+            if ro is None:
                 return
             if ro.get("resumed"):
                 # After a restart the challenger slot reloads first; only then does it get its
-                # step's traffic back, and the step's evidence starts again from zero.
+                # traffic back (paused or not), and the step's evidence starts from zero.
                 if core.slot_ready(ro["slot"], ro["version"]):
-                    core.enter_step(ro["version"], ro["slot"], ro["step"])
+                    core.finish_resume()
                     await self._notify()
                     await self._persist()
+                return
+            if ro["paused"] or self._monitor is None:
                 return
             now = core.wall()
             elapsed = now - ro["step_started_at"]

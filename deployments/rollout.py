@@ -166,10 +166,10 @@ class RolloutCore:
             self.history = json.loads(tags.get(HISTORY_TAG) or "[]")
         except ValueError:
             self.history = []
-        self._resume_rollout(tags.get(ROLLOUT_TAG), live)
+        self._resume_rollout(tags.get(ROLLOUT_TAG), live, tags.get(WEIGHTS_TAG))
         self._bump()
 
-    def _resume_rollout(self, raw: str | None, live: str) -> None:
+    def _resume_rollout(self, raw: str | None, live: str, raw_weights: str | None) -> None:
         """Resume a rollout recorded in MLflow if the aliases still agree with it; otherwise
         record that it was abandoned and stay on the champion alone (the safe state)."""
         if not raw:
@@ -201,7 +201,31 @@ class RolloutCore:
             "state": "resumed after restart: waiting for the slot to load",
             "analysis": None,
             "resumed": True,
+            # Weights set by hand (which pause the rollout) come back as they were.
+            "resume_weights": self._saved_weights(raw_weights, live, slot),
         }
+
+    @staticmethod
+    def _saved_weights(raw: str | None, live: str, slot: str) -> dict[str, float] | None:
+        try:
+            saved = {s: float(w) for s, w in json.loads(raw or "{}").items()}
+        except (ValueError, TypeError, AttributeError):
+            return None
+        if set(saved) != {live, slot} or any(w < 0 for w in saved.values()):
+            return None
+        return saved if sum(saved.values()) > 0 else None
+
+    def finish_resume(self) -> None:
+        """The resumed challenger's slot has loaded: give it its traffic back (the step's
+        share, or the hand-set weights of a paused rollout); the step's evidence restarts."""
+        ro = self._require_rollout()
+        weights = ro.pop("resume_weights", None)
+        self.enter_step(ro["version"], ro["slot"], ro["step"])
+        if ro["paused"]:
+            if weights is not None:
+                total = sum(weights.values())
+                self.weights = {s: weights.get(s, 0.0) / total for s in SLOTS}
+            ro["state"] = f"paused at step {ro['step'] + 1} (resumed after restart)"
 
     def plan_reload(self) -> tuple[str, str] | None:
         """If alias ``champion`` moved, the (idle slot, new version) to load; else None."""

@@ -82,3 +82,32 @@ def serve_app(ray_cluster, mlflow_uri):
     yield deploy
     for name in deployed:
         serve.delete(name)
+
+
+@pytest.fixture
+def champion(trained, mlflow_uri, training_config):
+    """Every test using it starts from the trained champion and no challenger; restored
+    afterwards."""
+    from training import registry
+
+    client = registry.get_client(mlflow_uri)
+    name = training_config.model_name
+    registry.set_alias(client, name, registry.CHAMPION, trained.version)
+    registry.delete_alias(client, name, registry.CHALLENGER)
+    client.set_registered_model_tag(name, "mlops.rollout", "")
+    yield trained.version
+    registry.set_alias(client, name, registry.CHAMPION, trained.version)
+    registry.delete_alias(client, name, registry.CHALLENGER)
+    client.set_registered_model_tag(name, "mlops.rollout", "")
+
+
+def copy_version(mlflow_uri, name, version) -> str:
+    """Register the same artifacts again: a challenger as good as the champion."""
+    import mlflow
+
+    from training import registry
+
+    client = registry.get_client(mlflow_uri)
+    mv = client.get_model_version(name, version)
+    registry.use_tracking_uri(mlflow_uri)
+    return str(mlflow.register_model(mv.source, name, tags=mv.tags).version)

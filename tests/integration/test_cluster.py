@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from kuberay import local_cluster
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, copy_version
 from tests.helpers import free_port, wait_until
 
 pytestmark = pytest.mark.ray
@@ -204,3 +204,75 @@ def test_serve_deploy_on_two_nodes_keeps_answering_when_the_worker_dies(two_node
         f"{len(failed)} of {len(results)} requests failed while the worker was lost "
         f"(replicas back on the head after {recovered_s:.1f}s): {failed[:5]}"
     )
+
+
+def _write_rollout_config(path: Path, http_port: int, rollout: dict) -> Path:
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    config["http_options"]["port"] = http_port
+    config["applications"][0]["args"]["rollout"] = rollout
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_whole_cluster_restart_resumes_the_rollout_from_mlflow(
+    two_node_cluster, champion, mlflow_uri, training_config
+):
+    """Every Ray process gone (a full restart): a new cluster with the same Serve config comes
+    back to the rollout MLflow recorded, at the same step, with the same weights."""
+    cluster, env, http_port, tmp_path = two_node_cluster
+    http = cluster.http
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    # The step never passes on its own (min_requests out of reach): what comes back after the
+    # restart is the recorded state, not a later one the analysis moved to.
+    config = _write_rollout_config(
+        tmp_path / "serve.yaml",
+        http_port,
+        {"steps": [10, 50, 100], "min_requests": 10**9, "analysis_interval_s": 0.5},
+    )
+    _deploy(cluster, config, env)
+    wait_until(lambda: _healthy(http), timeout=120, what="/health 200")
+    v2 = copy_version(mlflow_uri, training_config.model_name, champion)
+    r = httpx.post(f"{http}/admin/rollout", json={"version": v2}, headers=admin, timeout=120)
+    assert r.status_code == 200, r.text
+    r = httpx.post(f"{http}/admin/rollout/pause", headers=admin, timeout=30)
+    assert r.status_code == 200, r.text
+    before = httpx.get(f"{http}/admin/rollout", headers=admin, timeout=30).json()
+    assert before["rollout"]["version"] == v2 and before["rollout"]["paused"] is True
+    assert sorted(before["weights"].values()) == pytest.approx([0.1, 0.9])
+
+    local_cluster.stop(cluster.state.temp_dir, grace_s=2)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{http}/health", timeout=2)
+
+    state = local_cluster.start_head(
+        cluster.state.temp_dir,
+        free_port(),
+        free_port(),
+        num_cpus=2,
+        env=env,
+        object_store_bytes=10**8,
+    )
+    cluster.state = state
+    cluster.api.base_url = state.dashboard_url
+    _deploy(cluster, config, env)
+    wait_until(lambda: _healthy(http), timeout=120, what="/health 200 after the restart")
+
+    def resumed():
+        s = httpx.get(f"{http}/admin/rollout", headers=admin, timeout=30).json()
+        ro = s.get("rollout")
+        return s if ro and ro["version"] == v2 and not ro.get("resumed") else None
+
+    after = wait_until(resumed, timeout=120, what="rollout resumed from MLflow")
+    assert after["champion"] == champion
+    assert after["slots"] == before["slots"]
+    assert after["weights"] == before["weights"]
+    assert after["rollout"]["step"] == before["rollout"]["step"]
+    assert after["rollout"]["paused"] is True
+    # Both versions answer: the challenger's slot was reloaded before it got its share back.
+    seen = set()
+    with httpx.Client(timeout=30) as c:
+        for _ in range(60):
+            r = c.post(f"{http}/predict", json=ROW)
+            assert r.status_code == 200, r.text
+            seen.add(r.json()["model_version"])
+    assert seen == {champion, v2}

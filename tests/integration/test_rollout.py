@@ -5,7 +5,6 @@ import threading
 from collections import Counter
 
 import httpx
-import mlflow
 import pytest
 import ray
 from scipy import stats
@@ -15,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 
 from configs import RolloutConfig
 from tests import faults
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, copy_version
 from tests.helpers import wait_until
 from training import registry
 from training.data import load_dataset
@@ -38,28 +37,6 @@ FAST = dict(
 @pytest.fixture(scope="module")
 def data(training_config):
     return load_dataset(training_config.dataset)
-
-
-@pytest.fixture
-def champion(trained, mlflow_uri, training_config):
-    """Every test starts from the trained champion and no challenger; restored afterwards."""
-    client = registry.get_client(mlflow_uri)
-    name = training_config.model_name
-    registry.set_alias(client, name, registry.CHAMPION, trained.version)
-    registry.delete_alias(client, name, registry.CHALLENGER)
-    client.set_registered_model_tag(name, "mlops.rollout", "")
-    yield trained.version
-    registry.set_alias(client, name, registry.CHAMPION, trained.version)
-    registry.delete_alias(client, name, registry.CHALLENGER)
-    client.set_registered_model_tag(name, "mlops.rollout", "")
-
-
-def copy_version(mlflow_uri, name, version) -> str:
-    """Register the same artifacts again: a challenger as good as the champion."""
-    client = registry.get_client(mlflow_uri)
-    mv = client.get_model_version(name, version)
-    registry.use_tracking_uri(mlflow_uri)
-    return str(mlflow.register_model(mv.source, name, tags=mv.tags).version)
 
 
 class Traffic:

@@ -39,6 +39,11 @@ def test_waits_for_labels_when_feedback_flows():
     assert v.outcome == "inconclusive" and "waiting for feedback" in v.reasons[0]
 
 
+def test_failing_requests_fail_without_waiting_for_labels():
+    v = analyze(snap(labelled=200, correct=190), snap(errors=50, labelled=10), **POLICY)
+    assert v.outcome == "fail" and "error rate" in v.reasons[0]
+
+
 def test_error_rate_over_margin_fails():
     v = analyze(snap(errors=5), snap(errors=15), **POLICY)  # 1% vs 3%
     assert v.outcome == "fail" and "error rate" in v.reasons[0]

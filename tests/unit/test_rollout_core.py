@@ -69,6 +69,27 @@ def test_rollout_state_survives_a_restart(client):
     # Until the challenger slot reports loaded, it gets no traffic.
     assert again.weights == {"blue": 1.0, "green": 0.0}
     assert [e["event"] for e in again.history] == ["started"]
+    again.finish_resume()  # the slot has loaded: the step's share comes back
+    assert again.weights == pytest.approx({"blue": 0.75, "green": 0.25})
+    assert again.rollout["resumed"] is False and again.rollout["step"] == 1
+
+
+def test_paused_rollout_with_hand_set_weights_comes_back_as_it_was(client):
+    c = core(client)
+    c.bootstrap()
+    slot = c.begin_rollout("2")
+    c.assign(slot, "2")
+    c.enter_step("2", slot, 0)
+    c.set_weights({"blue": 0.6, "green": 0.4})
+    c.set_paused(True)
+    c.persist()
+
+    again = core(client)
+    again.bootstrap()
+    assert again.rollout["paused"] is True and again.weights == {"blue": 1.0, "green": 0.0}
+    again.finish_resume()
+    assert again.weights == pytest.approx({"blue": 0.6, "green": 0.4})
+    assert again.rollout["paused"] is True and again.rollout["step"] == 0
 
 
 def test_rollout_record_that_disagrees_with_aliases_falls_back_safely(client):
