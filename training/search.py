@@ -36,6 +36,17 @@ def search_space(families: list[str], seed: int) -> dict[str, Any]:
     return space
 
 
+# MLflow saves scikit-learn models with skops, which loads only types it trusts. Tree ensembles
+# carry sklearn's Tree node storage, which skops does not trust by default because a crafted
+# file can index out of bounds. Every model here is one we fit ourselves, so exactly that type
+# is trusted, per family; nothing else an unknown file might hold.
+SKOPS_TRUSTED_TYPES: dict[str, list[str]] = {
+    "logistic_regression": [],
+    "random_forest": ["sklearn.tree._tree.Tree"],
+    "gradient_boosting": ["sklearn.tree._tree.Tree"],
+}
+
+
 def family_params(config: dict[str, Any]) -> dict[str, Any]:
     """The keys of ``config`` that the chosen family uses (plus the family itself)."""
     fam = config["family"]

@@ -28,7 +28,13 @@ from sklearn.pipeline import Pipeline
 from configs import PROJECT_ROOT, TrainingConfig
 from training import registry
 from training.data import load_dataset
-from training.search import build_estimator, family_params, search_space, trainable
+from training.search import (
+    SKOPS_TRUSTED_TYPES,
+    build_estimator,
+    family_params,
+    search_space,
+    trainable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +155,11 @@ def fit_and_log(
         reference.to_csv(path, index=False)
         mlflow.log_artifact(str(path), artifact_path=str(Path(registry.REFERENCE_ARTIFACT).parent))
     info = mlflow.sklearn.log_model(
-        model, name="model", signature=signature, input_example=X_train.head(2)
+        model,
+        name="model",
+        signature=signature,
+        input_example=X_train.head(2),
+        skops_trusted_types=SKOPS_TRUSTED_TYPES[config["family"]] or None,
     )
     return model, info
 
