@@ -90,7 +90,11 @@ class RetrainingConfig(StrictModel):
     )
     margin: float = Field(0.02, ge=0, description="accuracy the winner must add over champion")
     recent_weight: int = Field(3, ge=1, description="times recent rows repeat in training data")
-    include_base_data: bool = True
+    base_data: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="train on the base dataset too: auto = unless the accuracy detector fired "
+        "(the concept changed, so the base labels are stale)",
+    )
     task_cpus: float = Field(0.0, ge=0, description="CPUs of the task driving Tune")
 
 

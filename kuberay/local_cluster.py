@@ -14,6 +14,9 @@ the processes of its session. `ray stop` is not used because it ends every Ray o
 
     python -m kuberay.local_cluster up --temp-dir /tmp/raymlops-cluster --gcs-port 6379
     python -m kuberay.local_cluster down --temp-dir /tmp/raymlops-cluster
+
+`make run` uses the same module with ``--head-only`` for its single-node Ray, so that `make
+stop` ends that cluster and nothing else.
 """
 
 from __future__ import annotations
@@ -248,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-cpus", type=int, default=2)
     parser.add_argument("--head-metrics-port", type=int, default=None)
     parser.add_argument("--worker-metrics-port", type=int, default=None)
+    parser.add_argument(
+        "--head-only", action="store_true", help="no worker node (make run's single-node Ray)"
+    )
     args = parser.parse_args(argv)
 
     state = load(args.temp_dir)
@@ -270,14 +276,16 @@ def main(argv: list[str] | None = None) -> int:
         args.head_cpus,
         metrics_port=args.head_metrics_port,
     )
+    print(
+        f"head   {state.gcs_address}  dashboard {state.dashboard_url}  (session {state.head_sid})"
+    )
+    if args.head_only:
+        return 0
     try:
         start_worker(state, args.worker_cpus, metrics_port=args.worker_metrics_port)
     except Exception:
         stop(args.temp_dir)
         raise
-    print(
-        f"head   {state.gcs_address}  dashboard {state.dashboard_url}  (session {state.head_sid})"
-    )
     print(f"worker joined {state.gcs_address}  (session {state.worker_sid})")
     return 0
 

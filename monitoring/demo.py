@@ -60,10 +60,14 @@ class Driver:
         self.threads = threads
         self.log: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
+        self.t0_wall = time.time()
         self._lock = threading.Lock()
 
-    def note(self, event: str, **details: Any) -> None:
-        entry = {"t_s": round(time.monotonic() - self.t0, 1), "event": event, **details}
+    def note(self, event: str, at: float | None = None, **details: Any) -> None:
+        """Print and keep one timeline line; ``at`` (wall clock) dates an event the server
+        recorded, else it is now."""
+        t = time.monotonic() - self.t0 if at is None else at - self.t0_wall
+        entry = {"t_s": round(t, 1), "event": event, **details}
         self.log.append(entry)
         print(f"[{entry['t_s']:7.1f}s] {event} {json.dumps(details, default=str)}", flush=True)
 
@@ -137,8 +141,13 @@ def _get(url: str, path: str, token: str | None = None) -> dict[str, Any]:
     return httpx.get(f"{url}{path}", headers=headers, timeout=30).json()
 
 
-def run_story(url: str, token: str, *, time_bound_s: float = 900.0) -> dict[str, Any]:
+def run_story(
+    url: str, token: str, *, time_bound_s: float = 900.0, stationary_s: float = 45.0
+) -> dict[str, Any]:
     """Run the three phases against the app at ``url``; return the timeline and numbers.
+
+    ``stationary_s``: how long phase 1 sends traffic from the training distribution (at least
+    400 requests), long enough for many drift evaluations that must not fire.
 
     Raises AssertionError when a step of the loop does not happen in time.
     """
@@ -172,7 +181,7 @@ def run_story(url: str, token: str, *, time_bound_s: float = 900.0) -> dict[str,
         X,
         y.to_numpy(),
         until=lambda: False,
-        timeout_s=min(45, left()),
+        timeout_s=min(stationary_s, left()),
         min_requests=400,
     )
     fired = events().count("retraining_started") - n_retrain
@@ -184,7 +193,25 @@ def run_story(url: str, token: str, *, time_bound_s: float = 900.0) -> dict[str,
     )
     assert fired == 0, "a retraining started on stationary traffic"
 
+    def replay(since: float) -> None:
+        """The monitor's and the controller's own records since ``since``, in time order."""
+        events = [
+            (e["at"], f"monitor: {e['event']}", {k: v for k, v in e.items() if k != "at"})
+            for e in monitor().get("timeline", [])
+            if e["event"] not in ("reference", "rollout_requested")
+        ]
+        events += [
+            (e["at"], f"rollout: {e['event']}", {"version": e["version"], "reason": e["reason"]})
+            for e in rollout()["history"]
+        ]
+        for at, name, details in sorted(events, key=lambda e: e[0]):
+            if at >= since:
+                details.pop("event", None)
+                driver.note(name, at=at, **details)
+
     # 2. concept shift -> retraining -> challenger -> canary -> promotion
+    shift_started = time.time()
+    driver.note("concept shift: labels flip where mean_radius > median")
     shift = Phase("concept shift")
     promoted = driver.drive(
         shift,
@@ -193,15 +220,7 @@ def run_story(url: str, token: str, *, time_bound_s: float = 900.0) -> dict[str,
         until=lambda: rollout()["champion"] != champion0,
         timeout_s=left(),
     )
-    timeline = monitor().get("timeline", [])
-    for e in timeline:
-        if e["event"] != "reference":
-            driver.note(
-                f"monitor: {e['event']}", **{k: v for k, v in e.items() if k not in ("event", "at")}
-            )
-    for e in rollout()["history"]:
-        if e["version"] != champion0:
-            driver.note(f"rollout: {e['event']}", version=e["version"], reason=e["reason"])
+    replay(since=shift_started)
     assert promoted, "the challenger was not promoted in time"
     champion1 = rollout()["champion"]
     after = Phase("after promotion")
@@ -214,6 +233,8 @@ def run_story(url: str, token: str, *, time_bound_s: float = 900.0) -> dict[str,
     assert after.accuracy is not None and after.accuracy > (shift.accuracy or 0)
 
     # 3. covariate shift, same concept: retraining runs but is not better; champion stays
+    covariate_started = time.time()
+    driver.note("covariate shift: only rows with mean_radius > median, same concept")
     covariate = Phase("covariate shift")
     n_not_better = events().count("retraining_not_better")
     n_registered = events().count("challenger_registered")
@@ -228,6 +249,7 @@ def run_story(url: str, token: str, *, time_bound_s: float = 900.0) -> dict[str,
         ),
         timeout_s=left(),
     )
+    replay(since=covariate_started)
     assert finished, "no retraining finished after the covariate shift"
     final = rollout()
     driver.note(
@@ -276,13 +298,13 @@ DEMO_POLICIES = {
         "window_size": 400,
         "label_window_size": 400,
     },
-    "retraining": {"min_labelled_rows": 150, "margin": 0.05, "recent_weight": 3},
+    "retraining": {"min_labelled_rows": 150, "margin": 0.05},
     "training": {"num_samples": 4, "max_concurrent_trials": 2, "trial_cpus": 0.5},
 }
 
 
 def deploy(tracking_uri: str, port: int) -> str:
-    """Train the demo model if it has no champion, and deploy the demo app on the running Ray."""
+    """Train the demo's first model afresh and deploy the demo app on the running Ray."""
     from ray import serve
 
     from configs import load_training_config
@@ -294,9 +316,13 @@ def deploy(tracking_uri: str, port: int) -> str:
         update={"model_name": DEMO_MODEL, **DEMO_POLICIES["training"]}
     )
     client = registry.get_client(tracking_uri)
-    if registry.alias_version(client, DEMO_MODEL, registry.CHAMPION) is None:
-        print(f"training the demo's first model ({DEMO_MODEL}) ...", flush=True)
-        train(cfg, tracking_uri)
+    # The story starts from a model of the original concept: a champion left by an earlier
+    # run was retrained on a shifted one. The demo's own registered model starts over.
+    if client.search_registered_models(filter_string=f"name = '{DEMO_MODEL}'"):
+        print(f"deleting the previous run's registered model {DEMO_MODEL} ...", flush=True)
+        client.delete_registered_model(DEMO_MODEL)
+    print(f"training the demo's first model ({DEMO_MODEL}) ...", flush=True)
+    train(cfg, tracking_uri)
     args = AppArgs.model_validate(
         {
             "model_name": DEMO_MODEL,

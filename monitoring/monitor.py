@@ -63,7 +63,7 @@ def retraining_task(
         margin=retraining["margin"],
         holdout_fraction=retraining["holdout_fraction"],
         recent_weight=retraining["recent_weight"],
-        include_base_data=retraining["include_base_data"],
+        base_data=retraining["base_data"],
     )
     return result.to_dict()
 
@@ -263,9 +263,20 @@ class DriftMonitor:
             self._retrain_task = None
 
     async def status(self) -> dict[str, Any]:
-        """Scores per feature, accuracy, detectors, last trigger and why, retraining, timeline."""
+        """Scores per feature, accuracy, detectors, last trigger and why, retraining, timeline,
+        and the shadow comparison of the last 5 minutes per challenger version."""
+        shadow = {}
+        for version, stats in self._stats.items():
+            snap = stats.since(time.time() - 300)
+            if snap.shadow_rows:
+                shadow[version] = {
+                    "rows": snap.shadow_rows,
+                    "agree": snap.shadow_agree,
+                    "agreement": round(snap.shadow_agree / snap.shadow_rows, 6),
+                }
         return {
             **self._core.status(),
+            "shadow": shadow,
             "reference_version": self._reference_for,
             "retraining_running": self._retrain_task is not None,
             "last_retraining": self._last_retraining,

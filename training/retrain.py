@@ -44,6 +44,16 @@ class RetrainResult:
         return asdict(self)
 
 
+def include_base(base_data: str, trigger: dict[str, Any]) -> bool:
+    """Whether a retraining for ``trigger`` trains on the base dataset (see `retrain`)."""
+    if base_data in ("always", "never"):
+        return base_data == "always"
+    if base_data != "auto":
+        raise ValueError(f"base_data must be auto, always or never, got {base_data!r}")
+    detectors = (trigger.get("numbers") or {}).get("detectors") or []
+    return "accuracy" not in detectors
+
+
 def retrain(
     cfg: TrainingConfig,
     tracking_uri: str,
@@ -54,14 +64,18 @@ def retrain(
     margin: float,
     holdout_fraction: float = 0.3,
     recent_weight: int = 3,
-    include_base_data: bool = True,
+    base_data: str = "auto",
 ) -> RetrainResult:
     """Search on base + recent data, compare with the champion on recent held-out rows, and
     register the winner with alias ``challenger`` only if it is better by ``margin``.
 
-    ``recent_weight`` repeats the recent training rows so that, after a concept shift, the new
-    relation outweighs the old one in the base data.
+    ``recent_weight`` repeats the recent training rows so that they outweigh the base data.
+    ``base_data`` decides whether the base dataset is trained on at all: "auto" leaves it out
+    when the accuracy detector is among the trigger's detectors, because then the relation
+    between features and label changed and the base labels contradict the new one (a model
+    fit on both learns the old concept wherever the feedback does not cover the space).
     """
+    include_base_data = include_base(base_data, trigger)
     registry.use_tracking_uri(tracking_uri)
     client = registry.get_client(tracking_uri)
     exp_id = registry.ensure_experiment(client, cfg.experiment_name, tracking_uri)
@@ -98,6 +112,7 @@ def retrain(
                 "rows_recent_train": len(r_train),
                 "rows_recent_holdout": len(r_hold),
                 "recent_weight": recent_weight,
+                "base_data": f"{base_data}: {'included' if include_base_data else 'left out'}",
                 "margin": margin,
             }
         )

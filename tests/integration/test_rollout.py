@@ -138,6 +138,34 @@ def test_split_sticky_and_pins(serve_app, champion, mlflow_uri, training_config,
         assert "not live" in r.json()["detail"]
 
 
+def test_shadow_mirrors_champion_traffic_and_records_agreement(
+    serve_app, champion, mlflow_uri, training_config, data
+):
+    X, _ = data
+    policy = {**FAST, "min_requests": 10**9, "shadow_fraction": 1.0}
+    url = serve_app(name=APP, rollout=RolloutConfig(**policy))
+    v2 = copy_version(mlflow_uri, training_config.model_name, champion)
+    r = httpx.post(f"{url}/admin/rollout", json={"version": v2}, headers=ADMIN, timeout=120)
+    assert r.status_code == 200, r.text
+    slots = rollout_status(url)["slots"]
+    live = {s: (1.0 if v == champion else 0.0) for s, v in slots.items()}
+    r = httpx.post(f"{url}/admin/weights", json=live, headers=ADMIN)  # no live canary traffic
+    assert r.status_code == 200, r.text
+    with httpx.Client(timeout=30) as c:
+        for i in range(40):
+            r = c.post(f"{url}/predict", json={"features": [X.iloc[i].tolist()]})
+            assert r.status_code == 200 and r.json()["model_version"] == champion, r.text
+
+        def shadowed():
+            s = c.get(f"{url}/monitor/status").json()["shadow"].get(v2)
+            return s if s and s["rows"] >= 40 else None
+
+        # Every champion answer mirrored to the challenger (a copy of it): full agreement.
+        got = wait_until(shadowed, 30, what="shadow comparisons recorded")
+        assert champion not in c.get(f"{url}/monitor/status").json()["shadow"]
+    assert got["agreement"] == 1.0
+
+
 def test_good_challenger_is_promoted_through_every_step(
     serve_app, champion, mlflow_uri, training_config, data
 ):
