@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed-stamp
 SERVE_URL ?= http://127.0.0.1:8000
 DASHBOARD_PORT ?= 8265
 RAY_NUM_CPUS ?= 4
+RAY_GCS_PORT ?= 6379
+RAY_TMPDIR ?= /tmp/ray
 
 # The serve CLI finds Ray 2.60's dashboard token only with this set.
 export RAY_AUTH_MODE ?= token
@@ -34,13 +36,15 @@ train: install
 	@mkdir -p .mlflow
 	$(PY) -m training
 
-# Start a local Ray cluster unless one is running; the env above reaches every worker.
+# Start a local Ray cluster unless one is running; the env above reaches every worker. Started
+# through kuberay/local_cluster.py (its own session id, recorded in $(RAY_TMPDIR)) so that
+# `make stop` ends this cluster only, never another Ray on the machine (`ray stop` would).
 ray-up: install .mlops/admin_token
 	@mkdir -p .mlflow
 	@if $(BIN)/ray status >/dev/null 2>&1; then echo "Ray is already running."; else \
-	  MLOPS_ADMIN_TOKEN=$$(cat .mlops/admin_token) $(BIN)/ray start --head \
-	    --dashboard-host 127.0.0.1 --dashboard-port $(DASHBOARD_PORT) \
-	    --num-cpus $(RAY_NUM_CPUS) --disable-usage-stats; fi
+	  MLOPS_ADMIN_TOKEN=$$(cat .mlops/admin_token) $(PY) -m kuberay.local_cluster up --head-only \
+	    --temp-dir $(RAY_TMPDIR) --gcs-port $(RAY_GCS_PORT) --dashboard-port $(DASHBOARD_PORT) \
+	    --head-cpus $(RAY_NUM_CPUS); fi
 
 serve: ray-up
 	MLOPS_ADMIN_TOKEN=$$(cat .mlops/admin_token) $(BIN)/serve deploy serve_config.yaml
@@ -75,7 +79,9 @@ mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000
 
 stop:
-	-$(BIN)/ray stop
+	@$(PY) -m kuberay.local_cluster down --temp-dir $(RAY_TMPDIR) | grep -q '^stopped' \
+	  && echo "Stopped the Ray cluster of make run ($(RAY_TMPDIR))." \
+	  || echo "No cluster of make run is recorded in $(RAY_TMPDIR); 'ray stop' ends every Ray on this machine."
 
 test: install
 	$(BIN)/pytest -q -p no:cacheprovider tests
@@ -99,7 +105,6 @@ clean:
 # alerts of monitoring/prometheus/alerts.yml. Data in .mlops/prometheus; stop: make monitor-stop.
 PROMETHEUS ?= prometheus
 PROMETHEUS_PORT ?= 9090
-RAY_TMPDIR ?= /tmp/ray
 PROM_DIR := .mlops/prometheus
 
 monitor:
