@@ -177,12 +177,14 @@ def test_good_challenger_is_promoted_through_every_step(
         r = httpx.post(f"{url}/admin/rollout", json={"version": v2}, headers=ADMIN, timeout=120)
         assert r.status_code == 200, r.text
         client = registry.get_client(mlflow_uri)
-        wait_until(
-            lambda: registry.alias_version(client, name, registry.CHAMPION) == v2,
+        # The controller's answer, not the alias: the alias moves first, inside the promotion.
+        status = wait_until(
+            lambda: (s := rollout_status(url))["rollout"] is None and s["champion"] == v2 and s,
             180,
             what="promotion of the challenger",
+            context=lambda: rollout_status(url),
         )
-        status = rollout_status(url)
+        assert registry.alias_version(client, name, registry.CHAMPION) == v2
     statuses = Counter(s for s, _ in traffic.results)
     assert set(statuses) == {200}, statuses
     assert status["rollout"] is None and status["champion"] == v2
@@ -196,7 +198,12 @@ def test_good_challenger_is_promoted_through_every_step(
 
 def _assert_rolled_back(url, mlflow_uri, name, version, champion, fragment):
     client = registry.get_client(mlflow_uri)
-    wait_until(lambda: rollout_status(url)["rollout"] is None, 180, what="automatic rollback")
+    wait_until(
+        lambda: rollout_status(url)["rollout"] is None,
+        180,
+        what="automatic rollback",
+        context=lambda: rollout_status(url),
+    )
     status = rollout_status(url)
     assert status["champion"] == champion
     live = {s for s, v in status["slots"].items() if v == champion}
