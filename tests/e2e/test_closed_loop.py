@@ -19,14 +19,18 @@ NAME = "e2e_closed_loop"
 
 
 @pytest.fixture
-def first_model(ray_cluster, mlflow_uri, training_config):
-    """A champion of the original concept under its own name (the story moves its aliases)."""
-    from training.train import train
+def first_model(trained, mlflow_uri, training_config):
+    """The session's trained champion registered again under a name of its own (the story
+    moves that name's aliases): same run, artifacts and reference sample, no second search."""
+    import mlflow
 
+    client = registry.get_client(mlflow_uri)
+    source = client.get_model_version(training_config.model_name, trained.version)
+    registry.use_tracking_uri(mlflow_uri)
+    version = str(mlflow.register_model(source.source, NAME, tags=source.tags).version)
+    registry.set_alias(client, NAME, registry.CHAMPION, version)
     cfg = training_config.model_copy(update={"model_name": NAME, **DEMO_POLICIES["training"]})
-    result = train(cfg, mlflow_uri)
-    assert result.version is not None and "champion" in result.aliases
-    return cfg, result.version
+    return cfg, version
 
 
 def test_drift_retrains_promotes_and_a_second_shift_keeps_the_champion(
@@ -36,7 +40,7 @@ def test_drift_retrains_promotes_and_a_second_shift_keeps_the_champion(
     policies = {k: v for k, v in DEMO_POLICIES.items() if k != "training"}
     url = serve_app(name="raymlops-e2e", model_name=NAME, training=cfg, **policies)
 
-    result = run_story(url, ADMIN_TOKEN, time_bound_s=600, stationary_s=30)
+    result = run_story(url, ADMIN_TOKEN, time_bound_s=600, stationary_s=20)
 
     stationary, shift, after, covariate = result["phases"]
     for phase in result["phases"]:
