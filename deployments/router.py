@@ -117,6 +117,7 @@ FEEDBACK_BODY = {
     }
 }
 
+METRICS_FLUSH_S = 1.0  # counts and latencies reach Ray's metrics at most this late
 ROUTER_METRICS = [
     "mlops_requests",
     "mlops_errors",
@@ -150,7 +151,11 @@ class Router:
         except Exception:
             log.exception("router: controller not reachable yet; following in the background")
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._follow()), loop.create_task(self._flush_records())]
+        self._tasks = [
+            loop.create_task(self._follow()),
+            loop.create_task(self._flush_records()),
+            loop.create_task(self._metrics.keep_alive(METRICS_FLUSH_S)),
+        ]
 
     # ---- state following -----------------------------------------------------------------
     def _apply(self, state: dict[str, Any]) -> None:
@@ -171,7 +176,7 @@ class Router:
     # ---- records to the drift monitor, off the request path -------------------------------
     def _record(self, record: dict[str, Any]) -> None:
         if self._records.add(record):
-            self._metrics["mlops_records_dropped"].inc(tags={"reason": "buffer_full"})
+            self._metrics.add("mlops_records_dropped", 1, (("reason", "buffer_full"),))
 
     async def _flush_records(self) -> None:
         conf = self._args["records"]
@@ -185,8 +190,8 @@ class Router:
                     )
                 except Exception as exc:
                     # The monitor is slow or restarting: predictions must not wait for it.
-                    self._metrics["mlops_records_dropped"].inc(
-                        len(batch), tags={"reason": "monitor_unavailable"}
+                    self._metrics.add(
+                        "mlops_records_dropped", len(batch), (("reason", "monitor_unavailable"),)
                     )
                     log.warning(
                         "router: dropped %d records: monitor unavailable (%r)", len(batch), exc
@@ -242,13 +247,18 @@ class Router:
         return None
 
     def _count(self, version: str, slot: str, route: str, outcome: str, t0: float) -> None:
-        self._metrics["mlops_requests"].inc(
-            tags={"model_version": version, "slot": slot, "route": route, "outcome": outcome}
-        )
+        # Summed locally and handed to Ray once a second (Metrics.add): no metric call here.
+        tags = (("model_version", version), ("outcome", outcome), ("route", route), ("slot", slot))
+        self._metrics.add("mlops_requests", 1, tags)
         if outcome == "ok":
-            self._metrics["mlops_request_latency_ms"].observe(
-                (time.perf_counter() - t0) * 1000, tags={"model_version": version}
+            self._metrics.observe(
+                "mlops_request_latency_ms",
+                (time.perf_counter() - t0) * 1000,
+                (("model_version", version),),
             )
+
+    def _error_kind(self, version: str, kind: str) -> None:
+        self._metrics.add("mlops_errors", 1, (("kind", kind), ("model_version", version)))
 
     async def _run(self, request: Request, route: str, rows_of) -> Response | dict[str, Any]:
         """Shared path of /predict and /invocations: parse, route, call, record, map errors."""
@@ -268,10 +278,10 @@ class Router:
             X = schemas.to_matrix(rows, info["feature_names"], self._args["max_batch_rows"])
             out = await self._slots[slot].predict.remote(version, X)
         except InputError as exc:
-            self._metrics["mlops_errors"].inc(tags={"model_version": version, "kind": "bad_input"})
+            self._error_kind(version, "bad_input")
             return _error(exc.status, exc.detail)
         except UnknownVersion as exc:
-            self._metrics["mlops_errors"].inc(tags={"model_version": "none", "kind": "bad_input"})
+            self._error_kind("none", "bad_input")
             return _error(
                 404,
                 f"model version {exc.version!r} is not live; live versions: {exc.live}",
@@ -286,7 +296,7 @@ class Router:
                 kind = "model_error"  # the model itself raised: a server fault, not the input
             else:
                 kind = "replica"
-            self._metrics["mlops_errors"].inc(tags={"model_version": version, "kind": kind})
+            self._error_kind(version, kind)
             self._count(version, slot, route, "error", t0)
             self._record(
                 {
@@ -310,7 +320,7 @@ class Router:
         out["request_id"] = request_id
         out["latency_ms"] = round(latency_ms, 3)
         self._count(version, slot, route, "ok", t0)
-        self._metrics["mlops_predictions"].inc(len(X), tags={"model_version": version})
+        self._metrics.add("mlops_predictions", len(X), (("model_version", version),))
         self._record(
             {
                 "kind": "request",
@@ -380,7 +390,7 @@ class Router:
             return _error(503, "drift monitor unavailable (restarting?); retry the feedback")
         for outcome, n in counts.items():
             if n:
-                self._metrics["mlops_feedback"].inc(n, tags={"outcome": outcome})
+                self._metrics.add("mlops_feedback", n, (("outcome", outcome),))
         return _json(counts)
 
     @api.get("/health")

@@ -72,6 +72,9 @@ class Metrics:
     handles: dict[str, Any]
     # gauge name -> {sorted tag items: value}: what `keep_alive` re-sets.
     gauges: dict[str, dict[tuple[tuple[str, str], ...], float]] = field(default_factory=dict)
+    # Counts and observations not yet handed to Ray (see `add` / `observe`).
+    _counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
+    _observed: list[tuple[str, float, tuple[tuple[str, str], ...]]] = field(default_factory=list)
 
     @classmethod
     def create(cls, names: list[str], serve: bool = True) -> Metrics:
@@ -106,14 +109,39 @@ class Metrics:
             self.handles[name].set(float(value), tags=tags)
         self.gauges[name] = kept
 
+    def add(self, name: str, value: float, tags: tuple[tuple[str, str], ...]) -> None:
+        """Count ``value`` on counter ``name`` at the next `flush`, summed per tag set.
+
+        A Ray metric record costs tens of microseconds of Python (tag merging and checks, plus
+        Serve's context tags); a router counting three metrics per request spent a tenth of
+        its CPU there. Summing in a dict and adding once per tag set per second does not."""
+        key = (name, tags)
+        self._counts[key] = self._counts.get(key, 0.0) + value
+
+    def observe(self, name: str, value: float, tags: tuple[tuple[str, str], ...]) -> None:
+        """Observe ``value`` on histogram ``name`` at the next `flush` (off the request)."""
+        self._observed.append((name, value, tags))
+
+    def flush(self) -> None:
+        """Hand the counts and observations gathered by `add` / `observe` to Ray."""
+        counts, self._counts = self._counts, {}
+        observed, self._observed = self._observed, []
+        for (name, tags), value in counts.items():
+            self.handles[name].inc(value, tags=dict(tags))
+        for name, value, tags in observed:
+            self.handles[name].observe(value, tags=dict(tags))
+
     def refresh(self) -> None:
-        """Set every remembered gauge series again (see GAUGE_REFRESH_S)."""
+        """Flush pending counts, and set every remembered gauge series again (see
+        GAUGE_REFRESH_S)."""
+        self.flush()
         for name, series in self.gauges.items():
             for tags, value in series.items():
                 self.handles[name].set(value, tags=dict(tags))
 
     async def keep_alive(self, interval_s: float = GAUGE_REFRESH_S) -> None:
-        """Run `refresh` forever; a component starts it as a task next to its own loops."""
+        """Run `refresh` forever; a component starts it as a task next to its own loops.
+        (Pending counts are flushed at the same pace.)"""
         while True:
             await asyncio.sleep(interval_s)
             self.refresh()

@@ -30,6 +30,7 @@ class FlakyModel:
         return self.model.predict(X)
 
     def predict_proba(self, X):
+        self._maybe_fail()
         return self.model.predict_proba(X)
 
 
