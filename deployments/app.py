@@ -28,7 +28,27 @@ class BatchArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int = Field(32, ge=1, description="requests merged into one model call")
-    batch_wait_timeout_s: float = Field(0.002, ge=0, description="how long a batch waits to fill")
+    batch_wait_timeout_s: float = Field(
+        0.005,
+        ge=0,
+        description="longest a batch waits to fill, and only while other calls are in flight "
+        "on the replica (a call alone runs at once)",
+    )
+
+
+class CoalesceArgs(BaseModel):
+    """How a router joins concurrent requests for one slot into shared calls
+    (`deployments.coalesce`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    calls_per_replica: int = Field(
+        4,
+        ge=1,
+        description="calls in flight per replica of the slot; requests beyond wait and go "
+        "together in the next call (Serve's autoscaling counts these calls)",
+    )
 
 
 class RecordsArgs(BaseModel):
@@ -59,6 +79,7 @@ class AppArgs(BaseModel):
     registry_poll_s: float = Field(5.0, gt=0, description="how often to look for a champion")
     slot_ready_timeout_s: float = Field(120.0, gt=0)
     batching: BatchArgs = BatchArgs()
+    coalescing: CoalesceArgs = CoalesceArgs()
     records: RecordsArgs = RecordsArgs()
     rollout: RolloutConfig | None = Field(
         None, description="canary policy; default: configs/rollout.yaml (+ env overrides)"

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from deployments.routing import ModelError
 from training import registry
 
 log = logging.getLogger("ray.serve")
@@ -36,6 +37,22 @@ _PROBA_ARGMAX = (
 def _final_estimator(model: Any) -> Any:
     steps = getattr(model, "steps", None)
     return steps[-1][1] if steps else model
+
+
+def _split(model: LoadedModel, X: np.ndarray, sizes: list[int]) -> list[dict[str, Any]]:
+    """Run ``model`` on ``X`` once and cut the answer into one dict per request size."""
+    pred, proba = model.predict(X)
+    out, start = [], 0
+    for n in sizes:
+        out.append(
+            {
+                "predictions": pred[start : start + n].tolist(),
+                "probabilities": proba[start : start + n].tolist(),
+                "model_version": model.version,
+            }
+        )
+        start += n
+    return out
 
 
 class LoadedModel:
@@ -75,7 +92,10 @@ class ModelServer:
         self._epoch = -1
         batching = args["batching"]
         self._batched.set_max_batch_size(batching["max_batch_size"])
-        self._batched.set_batch_wait_timeout_s(batching["batch_wait_timeout_s"])
+        self._max_wait_s = float(batching["batch_wait_timeout_s"])
+        self._wait_s = 0.0
+        self._batched.set_batch_wait_timeout_s(0.0)
+        self._in_flight = 0
         state = await self._poll(timeout_s=0)
         await self._follow_state(state)
         self._task = asyncio.get_running_loop().create_task(self._follow())
@@ -123,27 +143,62 @@ class ModelServer:
             return self._model
 
     async def predict(self, version: str, X: np.ndarray) -> dict[str, Any]:
-        """Predict rows ``X`` with ``version`` (loaded on the spot if this replica lags)."""
+        """Predict rows ``X`` with ``version`` (loaded on the spot if this replica lags).
+        Raises `ModelError` when the model fails on these rows."""
+        (result,) = await self.predict_many(version, [X])
+        if isinstance(result, ModelError):
+            raise result
+        return result
+
+    async def predict_many(
+        self, version: str, Xs: list[np.ndarray]
+    ) -> list[dict[str, Any] | ModelError]:
+        """One result per request in ``Xs`` (a router's coalesced call), in order: a dict, or
+        the `ModelError` of a request the model failed on (the others are still answered)."""
         if self._model is None or self._model.version != version:
             await self._ensure(version)
-        return await self._batched(X)
+        # Adaptive batch wait: a call alone on the replica runs at once (a fixed wait is pure
+        # latency at low load); with others in flight, a batch waits up to the configured
+        # timeout for more, since the model call holds the event loop and arrivals otherwise
+        # trickle in one per batch.
+        self._in_flight += 1
+        try:
+            wait = self._max_wait_s if self._in_flight > 1 else 0.0
+            if wait != self._wait_s:
+                self._wait_s = wait
+                self._batched.set_batch_wait_timeout_s(wait)
+            if len(Xs) == 1:
+                return [await self._batched(Xs[0])]
+            return list(await asyncio.gather(*(self._batched(X) for X in Xs)))
+        finally:
+            self._in_flight -= 1
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def _batched(self, batches: list[np.ndarray]) -> list[dict[str, Any]]:
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+    async def _batched(self, batches: list[np.ndarray]) -> list[dict[str, Any] | ModelError]:
         model = self._model
-        sizes = [len(b) for b in batches]
-        X = batches[0] if len(batches) == 1 else np.concatenate(batches)
-        pred, proba = model.predict(X)
-        out, start = [], 0
-        for n in sizes:
-            out.append(
-                {
-                    "predictions": pred[start : start + n].tolist(),
-                    "probabilities": proba[start : start + n].tolist(),
-                    "model_version": model.version,
-                }
-            )
-            start += n
+        try:
+            X = batches[0] if len(batches) == 1 else np.concatenate(batches)
+            return _split(model, X, [len(b) for b in batches])
+        except Exception as exc:
+            if len(batches) == 1:
+                log.warning(
+                    "slot %s: v%s failed on %d rows: %r",
+                    self._slot,
+                    model.version,
+                    len(batches[0]),
+                    exc,
+                )
+                return [ModelError(model.version, repr(exc))]
+        # One request's rows broke the merged call: answer each alone, so only that one fails.
+        out: list[dict[str, Any] | ModelError] = []
+        for b in batches:
+            try:
+                out.extend(_split(model, b, [len(b)]))
+            except Exception as exc:
+                log.warning(
+                    "slot %s: v%s failed on %d rows: %r", self._slot, model.version, len(b), exc
+                )
+                out.append(ModelError(model.version, repr(exc)))
         return out
 
     def loaded_version(self) -> str | None:

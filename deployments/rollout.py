@@ -69,6 +69,7 @@ class RolloutCore:
             "versions": {v: self.versions[v] for v in self.slots.values() if v in self.versions},
             "last_error": self.last_error,
             "rollout": dict(self.rollout) if self.rollout else None,
+            "replicas": {s: self.replica_count(s) for s in SLOTS},
         }
 
     def live_slot(self) -> str | None:
@@ -87,6 +88,11 @@ class RolloutCore:
 
     def forget_replica(self, slot: str, replica_id: str) -> None:
         self.replicas[slot].pop(replica_id, None)
+
+    def replica_count(self, slot: str) -> int:
+        """Replicas of ``slot`` heard from within the heartbeat TTL."""
+        now = self.clock()
+        return sum(1 for r in self.replicas[slot].values() if now - r.at <= self.heartbeat_ttl_s)
 
     def slot_ready(self, slot: str, version: str) -> bool:
         """Every replica of ``slot`` heard from recently has ``version`` loaded (and one has)."""

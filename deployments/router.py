@@ -22,8 +22,9 @@ from ray.exceptions import RayError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 
 from deployments import schemas
+from deployments.coalesce import Coalescer
 from deployments.records import RecordBuffer
-from deployments.routing import NoLiveModel, TrafficSplit, UnknownVersion
+from deployments.routing import ModelError, NoLiveModel, TrafficSplit, UnknownVersion
 from deployments.schemas import InputError
 from monitoring.metrics import Metrics
 
@@ -144,6 +145,19 @@ class Router:
         self._shadow: tuple[str, str] | None = None  # (slot, version) of a shadowed challenger
         self._shadow_fraction = float(args["rollout"]["shadow_fraction"])
         self._records = RecordBuffer(args["records"]["buffer_capacity"])
+        coalescing = args["coalescing"]
+        self._coalescers = (
+            {
+                slot: Coalescer(
+                    self._sender(slot),
+                    self._call_limit(slot, coalescing["calls_per_replica"]),
+                    max_rows=args["max_batch_rows"],
+                )
+                for slot in self._slots
+            }
+            if coalescing["enabled"]
+            else None
+        )
         self._metrics = Metrics.create(ROUTER_METRICS)
         self._background: set[asyncio.Task] = set()
         try:
@@ -172,6 +186,27 @@ class Router:
             except Exception:
                 log.exception("router: polling the controller failed; retrying")
                 await asyncio.sleep(1.0)
+
+    # ---- calls to the slots ----------------------------------------------------------------
+    def _sender(self, slot: str):
+        handle = self._slots[slot]
+
+        async def send(version: str, Xs: list[np.ndarray]) -> list[Any]:
+            return await handle.predict_many.remote(version, Xs)
+
+        return send
+
+    def _call_limit(self, slot: str, per_replica: int):
+        def limit() -> int:
+            replicas = (self._state or {}).get("replicas", {}).get(slot) or 1
+            return per_replica * replicas
+
+        return limit
+
+    async def _predict(self, slot: str, version: str, X: np.ndarray) -> dict[str, Any]:
+        if self._coalescers is not None:
+            return await self._coalescers[slot].submit(version, X)
+        return await self._slots[slot].predict.remote(version, X)
 
     # ---- records to the drift monitor, off the request path -------------------------------
     def _record(self, record: dict[str, Any]) -> None:
@@ -207,7 +242,7 @@ class Router:
         """Shadow: send the same rows to the challenger, keep only agreement."""
         slot, version = self._shadow
         try:
-            out = await self._slots[slot].predict.remote(version, X)
+            out = await self._predict(slot, version, X)
         except Exception as exc:
             log.warning("router: shadow call to v%s failed: %r", version, exc)
             return
@@ -276,7 +311,7 @@ class Router:
             slot, version = self._split.pick(pin, key)
             info = self._state["versions"][version]
             X = schemas.to_matrix(rows, info["feature_names"], self._args["max_batch_rows"])
-            out = await self._slots[slot].predict.remote(version, X)
+            out = await self._predict(slot, version, X)
         except InputError as exc:
             self._error_kind(version, "bad_input")
             return _error(exc.status, exc.detail)
@@ -289,10 +324,10 @@ class Router:
             )
         except NoLiveModel:
             return self._not_ready()
-        except (BackPressureError, RayError) as exc:
+        except (BackPressureError, RayError, ModelError) as exc:
             if isinstance(exc, BackPressureError):
                 kind = "overloaded"
-            elif isinstance(exc, RayTaskError):
+            elif isinstance(exc, (RayTaskError, ModelError)):
                 kind = "model_error"  # the model itself raised: a server fault, not the input
             else:
                 kind = "replica"
@@ -312,7 +347,8 @@ class Router:
                 return _error(503, "overloaded: too many requests queued for the model; retry")
             if kind == "model_error":
                 log.error("router: v%s raised: %s", version, exc)
-                return _error(500, f"model v{version} failed on this input: {exc.cause!r}")
+                cause = exc.cause if isinstance(exc, ModelError) else repr(exc.cause)
+                return _error(500, f"model v{version} failed on this input: {cause}")
             log.error("router: slot %s (v%s) call failed: %r", slot, version, exc)
             return _error(503, f"model replica unavailable ({type(exc).__name__}); retry")
         request_id = uuid.uuid4().hex

@@ -23,6 +23,18 @@ class UnknownVersion(LookupError):
         self.live = live
 
 
+class ModelError(RuntimeError):
+    """The model raised on one request's rows (the others in its batch were answered)."""
+
+    def __init__(self, version: str, cause: str):
+        super().__init__(f"model v{version} failed: {cause}")
+        self.version = version
+        self.cause = cause
+
+    def __reduce__(self):  # travels from a ModelServer replica to the router by pickle
+        return (ModelError, (self.version, self.cause))
+
+
 class NoLiveModel(RuntimeError):
     """No slot has traffic weight (nothing registered yet, or everything idle)."""
 
