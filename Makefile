@@ -164,3 +164,16 @@ cluster: install .mlops/admin_token
 
 cluster-stop:
 	$(PY) -m kuberay.local_cluster down --temp-dir $(CLUSTER_TMP)
+
+# Benchmark: our stack (Ray Serve, canary 90/10, monitor, batching, autoscaling) against one
+# FastAPI + uvicorn process serving the same model (benchmarks/README.md). Own Ray cluster on
+# free ports, own MLflow registry; markdown table printed and written to benchmarks/results/.
+# BENCH_ARGS="--quick" for a short run; "--profile" adds py-spy profiles (pip install py-spy).
+BENCH_ARGS ?=
+.PHONY: bench
+bench: install
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; \
+	  else echo "wrk not found: sudo apt-get install -y wrk (or build https://github.com/wg/wrk)"; exit 1; fi; }
+	$(PY) -m benchmarks $(BENCH_ARGS)
