@@ -167,39 +167,42 @@ class ModelServer:
             if wait != self._wait_s:
                 self._wait_s = wait
                 self._batched.set_batch_wait_timeout_s(wait)
-            if len(Xs) == 1:
-                return [await self._batched(Xs[0])]
-            return list(await asyncio.gather(*(self._batched(X) for X in Xs)))
+            return await self._batched(Xs)
         finally:
             self._in_flight -= 1
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
-    async def _batched(self, batches: list[np.ndarray]) -> list[dict[str, Any] | ModelError]:
+    async def _batched(
+        self, calls: list[list[np.ndarray]]
+    ) -> list[list[dict[str, Any] | ModelError]]:
+        """One model pass over every request of every call in the batch (a call is one
+        router call: one request, or several coalesced), answers cut back per call."""
         model = self._model
+        requests = [X for Xs in calls for X in Xs]
         try:
-            X = batches[0] if len(batches) == 1 else np.concatenate(batches)
-            return _split(model, X, [len(b) for b in batches])
+            X = requests[0] if len(requests) == 1 else np.concatenate(requests)
+            flat = _split(model, X, [len(r) for r in requests])
         except Exception as exc:
-            if len(batches) == 1:
-                log.warning(
-                    "slot %s: v%s failed on %d rows: %r",
-                    self._slot,
-                    model.version,
-                    len(batches[0]),
-                    exc,
-                )
-                return [ModelError(model.version, repr(exc))]
-        # One request's rows broke the merged call: answer each alone, so only that one fails.
-        out: list[dict[str, Any] | ModelError] = []
-        for b in batches:
-            try:
-                out.extend(_split(model, b, [len(b)]))
-            except Exception as exc:
-                log.warning(
-                    "slot %s: v%s failed on %d rows: %r", self._slot, model.version, len(b), exc
-                )
-                out.append(ModelError(model.version, repr(exc)))
+            if len(requests) == 1:
+                flat = [self._failed(model, requests[0], exc)]
+            else:
+                # One request's rows broke the merged pass: answer each alone, so only that
+                # one fails.
+                flat = []
+                for r in requests:
+                    try:
+                        flat.extend(_split(model, r, [len(r)]))
+                    except Exception as exc_r:
+                        flat.append(self._failed(model, r, exc_r))
+        out, start = [], 0
+        for Xs in calls:
+            out.append(flat[start : start + len(Xs)])
+            start += len(Xs)
         return out
+
+    def _failed(self, model: LoadedModel, X: np.ndarray, exc: Exception) -> ModelError:
+        log.warning("slot %s: v%s failed on %d rows: %r", self._slot, model.version, len(X), exc)
+        return ModelError(model.version, repr(exc))
 
     def loaded_version(self) -> str | None:
         return self._model.version if self._model else None

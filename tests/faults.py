@@ -34,6 +34,30 @@ class FlakyModel:
         return self.model.predict_proba(X)
 
 
+class PoisonRowModel:
+    """Wraps a fitted estimator; raises on any call whose rows include one with ``POISON`` as
+    its first value (one client's bad rows inside a batch merged with other clients' rows)."""
+
+    POISON = -123456.0
+
+    def __init__(self, model):
+        self.model = model
+        self.classes_ = model.classes_
+
+    def _check(self, X):
+        first = X.iloc[:, 0] if hasattr(X, "iloc") else np.asarray(X)[:, 0]
+        if (np.asarray(first) == self.POISON).any():
+            raise ValueError("injected fault: a poison row")
+
+    def predict(self, X):
+        self._check(X)
+        return self.model.predict(X)
+
+    def predict_proba(self, X):
+        self._check(X)
+        return self.model.predict_proba(X)
+
+
 def register(mlflow_uri: str, name: str, model, X, *, accuracy: float = 0.9) -> str:
     """Log ``model`` and register it with the tags serving needs; returns the version."""
     mlflow.set_tracking_uri(mlflow_uri)

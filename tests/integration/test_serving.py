@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from ray import serve
 
+from tests import faults
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import wait_until
 from training import registry
@@ -174,3 +175,45 @@ def test_reload_moves_to_new_champion_without_failing_a_request(
     health = httpx.get(f"{url}/health").json()
     assert health["champion"] == str(new.version)
     assert serve.status().applications["raymlops-test"].status == "RUNNING"
+
+
+def test_a_request_the_model_fails_on_fails_alone_under_concurrent_load(
+    serve_app, trained, mlflow_uri, training_config, data
+):
+    """Concurrent requests are coalesced by the router and batched by the replica into one
+    model pass; rows the model raises on must fail only their own request (500), not the
+    requests they were merged with."""
+    X, _ = data
+    name = f"{training_config.model_name}_poison"
+    base = registry.load_model(mlflow_uri, training_config.model_name, trained.version)
+    version = faults.register(mlflow_uri, name, faults.PoisonRowModel(base), X)
+    registry.set_alias(registry.get_client(mlflow_uri), name, registry.CHAMPION, version)
+    url = serve_app(name="poison-test", model_name=name)
+    expected = base.predict(X.iloc[:40]).tolist()
+    poison = X.iloc[0].tolist()
+    poison[0] = faults.PoisonRowModel.POISON
+    results: list[tuple[int, int, dict]] = []
+
+    def client_thread(offset: int):
+        with httpx.Client(timeout=30) as c:
+            for i in range(offset, 40, 8):
+                bad = i % 4 == 0
+                row = poison if bad else X.iloc[i].tolist()
+                r = c.post(f"{url}/predict", json={"features": [row]})
+                results.append((i, r.status_code, r.json()))
+
+    for _ in range(3):
+        threads = [threading.Thread(target=client_thread, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(results) == 120
+    for i, status, body in results:
+        if i % 4 == 0:
+            assert status == 500, body
+            assert "failed on this input" in body["detail"] and "poison row" in body["detail"]
+        else:
+            assert status == 200, body
+            assert body["predictions"] == [expected[i]]
+    assert serve.status().applications["poison-test"].status == "RUNNING"
