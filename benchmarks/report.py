@@ -5,9 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 CAVEAT = (
-    "Preliminary: one run on a shared 2-core machine; other work (another person's test "
-    "suite, with its own Ray cluster) may have been running at the same time."
+    "One run on a 2-core machine shared by everything it measures (load generator, servers, "
+    "Ray's own processes); runs vary by 10-30% from one to the next."
 )
+
+
+def _app_args(meta: dict[str, Any]) -> str:
+    args = meta.get("app_args")
+    if not args:
+        return "batching and coalescing as configured"
+    b, c = args["batching"], args["coalescing"]
+    text = (
+        f"serve.batch {b['max_batch_size']}, waiting up to "
+        f"{b['batch_wait_timeout_s'] * 1000:g} ms while other calls are in flight; "
+    )
+    if c["enabled"]:
+        return text + f"router coalescing, {c['calls_per_replica']} calls in flight per replica"
+    return text + "router coalescing off"
 
 
 def _f(x: float | None, nd: int = 1) -> str:
@@ -176,7 +190,7 @@ def render(out: dict[str, Any]) -> str:
             else "Serve's default settings (Python HTTP proxy)"
         )
         + "; app `build_app(AppArgs(...))` with serve_config.yaml's deployments "
-        "(autoscaling 1-3 per slot) and args (batching 32 / 2 ms); canary 90/10 v1/v2; "
+        f"(autoscaling 1-3 per slot) and args ({_app_args(meta)}); canary 90/10 v1/v2; "
         "drift monitor recording every request"
     )
     if meta.get("batching_override"):

@@ -388,6 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.max_batch_size is not None:
         batching["max_batch_size"] = a.max_batch_size
     meta["batching_override"] = batching
+    served = stack.app_args("bench", "sqlite://", batching=batching)
+    meta["app_args"] = {
+        "batching": served.batching.model_dump(),
+        "coalescing": served.coalescing.model_dump(),
+    }
     out: dict[str, Any] = {"meta": meta, "raw": {}, "baseline": {}, "ours": {}}
     cluster = None
     own = {os.getpid()}

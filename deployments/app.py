@@ -27,7 +27,9 @@ from configs import (
 class BatchArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_batch_size: int = Field(32, ge=1, description="requests merged into one model call")
+    max_batch_size: int = Field(
+        32, ge=1, description="router calls (each one or more requests) merged into one model pass"
+    )
     batch_wait_timeout_s: float = Field(
         0.005,
         ge=0,
