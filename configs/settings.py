@@ -96,6 +96,12 @@ class RetrainingConfig(StrictModel):
         "(the concept changed, so the base labels are stale)",
     )
     task_cpus: float = Field(0.0, ge=0, description="CPUs of the task driving Tune")
+    max_wait_s: float = Field(
+        600,
+        ge=0,
+        description="after an accuracy drop, how long a retraining waits for "
+        "min_labelled_rows labels that arrived after the drop",
+    )
 
 
 DriftDetector = Literal["ks", "psi", "chi2", "accuracy"]

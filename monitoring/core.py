@@ -35,7 +35,13 @@ from typing import Any
 import numpy as np
 
 from configs import DriftConfig
-from monitoring.drift import DETECTORS, DriftReport, drift_report
+from monitoring.drift import (
+    DETECTORS,
+    ChangePoint,
+    DriftReport,
+    accuracy_change_point,
+    drift_report,
+)
 from monitoring.windows import Labelled, LabelWindow, Pending, RequestIndex, RowWindow
 
 FEATURE_DETECTORS = ("ks", "psi", "chi2")
@@ -504,15 +510,33 @@ class DriftMonitorCore:
             v = self._versions.get(str(version))
             items = v.labels.items() if v else []
         else:
-            items = [it for v in self._versions.values() for it in v.labels.items()]
-            width = self._champion_width()
-            if width is not None:
-                items = [it for it in items if len(it.features) == width]
-            items.sort(key=lambda it: it.ts)
+            items = self._labelled_items()
+        return self._matrix(items)
+
+    def _labelled_items(self) -> list[Labelled]:
+        items = [it for v in self._versions.values() for it in v.labels.items()]
+        width = self._champion_width()
+        if width is not None:
+            items = [it for it in items if len(it.features) == width]
+        items.sort(key=lambda it: it.ts)
+        return items
+
+    def _matrix(self, items: Sequence[Labelled]) -> tuple[np.ndarray, np.ndarray]:
         if not items:
             return np.empty((0, self._champion_width() or 0)), np.empty(0)
         X = np.vstack([it.features for it in items])
         return X, np.asarray([it.label for it in items])
+
+    def labelled_after_accuracy_drop(
+        self, min_segment: int = 20, alpha: float = 0.01
+    ) -> tuple[np.ndarray, np.ndarray, ChangePoint]:
+        """`labelled_feedback` of every version, cut at the point where accuracy dropped
+        (`accuracy_change_point` on the time-ordered rows): after a concept change, the labels
+        from before it describe the old concept and would teach it back. Uncut when no
+        significant drop is found."""
+        items = self._labelled_items()
+        cp = accuracy_change_point([it.correct for it in items], min_segment, alpha)
+        return (*self._matrix(items[cp.index :]), cp)
 
     def _champion_width(self) -> int | None:
         v = self._versions.get(self._champion) if self._champion else None

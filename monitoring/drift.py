@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from scipy import special as sps_special
 from scipy import stats as sps
 
 DETECTORS = ("ks", "psi", "chi2", "accuracy")
@@ -270,6 +271,61 @@ def accuracy_degraded(
         p_value=p,
         degraded=p < alpha,
     )
+
+
+@dataclass
+class ChangePoint:
+    """Where accuracy dropped in a time-ordered run of labelled rows (`accuracy_change_point`).
+
+    ``index`` is the first row after the drop (0 when no significant drop was found);
+    ``before`` / ``after`` the accuracies of the two segments."""
+
+    index: int
+    n: int
+    before: float | None
+    after: float | None
+    statistic: float
+    p_value: float
+
+
+def accuracy_change_point(
+    correct: Sequence[bool] | np.ndarray, min_segment: int = 20, alpha: float = 0.01
+) -> ChangePoint:
+    """The split of a time-ordered correct / incorrect sequence where accuracy dropped.
+
+    Maximum-likelihood change point of a Bernoulli sequence: over every split that leaves at
+    least ``min_segment`` rows on each side and has the later segment less accurate, the one
+    maximising the two-segment log-likelihood. Its likelihood-ratio statistic
+    ``2 (LL_split - LL_one)`` is referred to chi-square with one degree of freedom, and the
+    p-value multiplied by the number of candidate splits (Bonferroni: the search over splits
+    would otherwise make every sequence look split). ``index`` is 0 unless ``p < alpha``.
+    """
+    c = np.asarray(correct, dtype=float)
+    n = len(c)
+    total = float(c.sum())
+    none = ChangePoint(0, n, None, total / n if n else None, 0.0, 1.0)
+    if n < 2 * min_segment:
+        return none
+    k = np.arange(min_segment, n - min_segment + 1)  # rows in the first segment
+    s1 = np.cumsum(c)[k - 1]
+    s2 = total - s1
+    n1, n2 = k.astype(float), (n - k).astype(float)
+
+    def ll(s, m):
+        return sps_special.xlogy(s, s / m) + sps_special.xlogy(m - s, (m - s) / m)
+
+    split = ll(s1, n1) + ll(s2, n2)
+    drop = s2 / n2 < s1 / n1
+    if not drop.any():
+        return none
+    split = np.where(drop, split, -np.inf)
+    best = int(np.argmax(split))
+    stat = float(2 * (split[best] - ll(total, float(n))))
+    p = min(1.0, float(sps.chi2.sf(max(stat, 0.0), 1)) * len(k))
+    before, after = float(s1[best] / n1[best]), float(s2[best] / n2[best])
+    if p >= alpha:
+        return ChangePoint(0, n, before, after, stat, p)
+    return ChangePoint(int(k[best]), n, before, after, stat, p)
 
 
 # ---- the report ----------------------------------------------------------------------------

@@ -223,16 +223,43 @@ class DriftMonitor:
                 shadow.append(({"model_version": version}, snap.shadow_agree / snap.shadow_rows))
         m.set_gauge("mlops_shadow_agreement", shadow)
 
+    async def _training_rows(self, numbers: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Labelled rows to retrain on. After an accuracy drop (the concept changed) only the
+        rows labelled after the drop: waits, up to `max_wait_s`, until there are
+        `min_labelled_rows` of them."""
+        if "accuracy" not in (numbers.get("detectors") or []):
+            X, y = self._core.labelled_feedback()
+            return X, y, {}
+        need = self._retraining["min_labelled_rows"]
+        deadline = time.monotonic() + self._retraining["max_wait_s"]
+        waiting = False
+        while True:
+            X, y, cp = self._core.labelled_after_accuracy_drop()
+            cut = {
+                "change_point": {
+                    "rows_dropped": cp.index,
+                    "accuracy_before": cp.before,
+                    "accuracy_after": cp.after,
+                    "p_value": cp.p_value,
+                }
+            }
+            if len(y) >= need or time.monotonic() >= deadline:
+                return X, y, cut
+            if not waiting:
+                waiting = True
+                self._note("retraining_waiting_for_labels", labelled=len(y), needed=need, **cut)
+            await asyncio.sleep(self._drift["evaluate_interval_s"])
+
     async def _run_retraining(self, reason: str, numbers: dict[str, Any]) -> None:
-        X, y = self._core.labelled_feedback()
+        X, y, cut = await self._training_rows(numbers)
         trigger = {"reason": reason, "numbers": numbers}
         if len(y) < self._retraining["min_labelled_rows"]:
-            self._note("retraining_skipped", reason=reason, labelled=len(y))
+            self._note("retraining_skipped", reason=reason, labelled=len(y), **cut)
             self._core.retraining_finished(ok=False)
             self._retrain_task = None
             return
         self._core.retraining_started()
-        self._note("retraining_started", reason=reason, labelled=len(y))
+        self._note("retraining_started", reason=reason, labelled=len(y), **cut)
         self._metrics["mlops_retraining_runs"].inc(tags={"outcome": "started"})
         ok = False
         try:

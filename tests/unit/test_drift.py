@@ -9,6 +9,7 @@ import pytest
 from scipy import stats as sps
 
 from monitoring.drift import (
+    accuracy_change_point,
     accuracy_degraded,
     bonferroni_flags,
     chi_square_classes,
@@ -293,3 +294,32 @@ def test_detectors_that_cannot_run_are_skipped_with_a_reason():
     assert "baseline" in rep.skipped["accuracy"]
     rep = report(ref, sample(rng, 500)[:, :5])
     assert "features" in rep.skipped["ks"]
+
+
+# ---- where accuracy dropped ---------------------------------------------------------------------
+def _bernoulli_ll(c: np.ndarray) -> float:
+    p = c.mean()
+    return float(sps.bernoulli.logpmf(c, p).sum()) if 0 < p < 1 else 0.0
+
+
+def test_change_point_finds_the_drop_and_its_statistic_matches_scipy():
+    rng = np.random.default_rng(7)
+    c = np.concatenate([rng.random(300) < 0.97, rng.random(200) < 0.55]).astype(int)
+    cp = accuracy_change_point(c)
+    assert abs(cp.index - 300) <= 15, cp
+    assert cp.before > 0.9 and cp.after < 0.7 and cp.p_value < 1e-6
+    k = cp.index
+    expected = 2 * (_bernoulli_ll(c[:k]) + _bernoulli_ll(c[k:]) - _bernoulli_ll(c))
+    assert cp.statistic == pytest.approx(expected, rel=1e-9)
+
+
+def test_change_point_stays_at_zero_on_stationary_rows_and_on_a_rise():
+    fired = 0
+    for seed in range(100):
+        c = np.random.default_rng(seed).random(400) < 0.9
+        fired += accuracy_change_point(c).index > 0
+    assert fired <= 3  # alpha = 0.01 after Bonferroni: at most a rare false alarm
+    rng = np.random.default_rng(1)
+    rise = np.concatenate([rng.random(200) < 0.5, rng.random(200) < 0.97])
+    assert accuracy_change_point(rise).index == 0  # accuracy went up, not down
+    assert accuracy_change_point([True, False] * 10).index == 0  # too short to split

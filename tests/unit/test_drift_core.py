@@ -500,3 +500,27 @@ def test_label_that_beats_its_record_waits_then_joins_or_expires():
     core.evaluate()
     fb = core.status()["feedback"]
     assert fb["accepted"] == 1 and fb["unknown"] == 1 and fb["pending"] == 0
+
+
+def test_rows_for_retraining_after_a_concept_shift_start_where_accuracy_dropped():
+    """The label window holds old-concept rows before the shift; retraining after an accuracy
+    drop must not learn them back."""
+    clock = Clock()
+    core = make_core(clock, trigger_on=["accuracy"])
+    traffic = Traffic(core, clock, seed=5)
+    traffic.label(traffic.send(300))
+    clock.t += 10
+    traffic.label(traffic.send(200), concept_shift=True)
+    X_all, _ = core.labelled_feedback()
+    X, y, cp = core.labelled_after_accuracy_drop()
+    assert len(X_all) == 500
+    assert abs(cp.index - 300) <= 30, cp  # about where the shift started
+    assert cp.before > 0.9 and cp.after < cp.before - 0.15
+    assert len(X) == len(y) == 500 - cp.index
+    np.testing.assert_array_equal(X, X_all[cp.index :])
+    # Stationary labels only: nothing is cut.
+    core2 = make_core(clock)
+    traffic2 = Traffic(core2, clock, seed=6)
+    traffic2.label(traffic2.send(400))
+    X2, _, cp2 = core2.labelled_after_accuracy_drop()
+    assert cp2.index == 0 and len(X2) == 400
