@@ -152,27 +152,37 @@ def start_worker(
     object_store_bytes: int = 300_000_000,
     env: dict[str, str] | None = None,
 ) -> ClusterState:
-    proxy_port = free_port()
     node_env = dict(env or cluster_env())
-    node_env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(proxy_port)
-    sid = _start(
-        [
-            "--address",
-            state.gcs_address,
-            "--node-ip-address",
-            "127.0.0.1",
-            "--metrics-export-port",
-            str(metrics_port or free_port()),
-            "--num-cpus",
-            str(num_cpus),
-            "--object-store-memory",
-            str(object_store_bytes),
-            "--temp-dir",
-            state.temp_dir,
-            *_node_ports(),
-        ],
-        node_env,
-    )
+    # A node's `ray start` gives up when the GCS does not answer its node-info call in time
+    # ("The current node timed out during startup"), which a busy 2-core machine can cause;
+    # the failed attempt's processes are stopped by _start, so one more try is safe.
+    for attempt in (1, 2):
+        proxy_port = free_port()
+        node_env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(proxy_port)
+        try:
+            sid = _start(
+                [
+                    "--address",
+                    state.gcs_address,
+                    "--node-ip-address",
+                    "127.0.0.1",
+                    "--metrics-export-port",
+                    str(metrics_port or free_port()),
+                    "--num-cpus",
+                    str(num_cpus),
+                    "--object-store-memory",
+                    str(object_store_bytes),
+                    "--temp-dir",
+                    state.temp_dir,
+                    *_node_ports(),
+                ],
+                node_env,
+            )
+            break
+        except RuntimeError as exc:
+            if attempt == 2:
+                raise
+            print(f"worker node did not start, trying once more: {exc}", file=sys.stderr)
     state.worker_sid = sid
     state.worker_proxy_port = proxy_port
     save(state)
