@@ -35,6 +35,7 @@ CATEGORIES: list[tuple[str, str]] = [
     ("gRPC (grpc.aio)", r"grpc/"),
     ("Serve replica wrapper (replica.py)", r"serve/_private/replica\.py"),
     ("pickling (cloudpickle / pickle)", r"cloudpickle|[Pp]ickl"),
+    ("JSON out (the router's _json / json.dumps)", r"_json \(deployments/router|json/encoder"),
 ]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -358,16 +358,22 @@ def render(out: dict[str, Any]) -> str:
             L.append(f"| {r['name']} | {_f(r['rss_mb'], 0)} | {_f(r['pss_mb'], 0)} |")
         L.append("")
 
-    profs = {k: v["profile"] for k, v in out["ours"].items() if "profile" in v}
+    profs = {
+        (kind, label): p
+        for kind, v in out["ours"].items()
+        for label, p in (
+            v.get("profiles") or ({"1 row, c=16": v["profile"]} if "profile" in v else {})
+        ).items()
+    }
     if profs:
-        L.append("## Profiles (py-spy, 1 row, c=16; not part of the measured runs)")
+        L.append("## Profiles (py-spy; not part of the measured runs)")
         L.append("")
-        for kind, p in profs.items():
+        for (kind, label), p in profs.items():
             if "error" in p:
-                L.append(f"- {kind}: profile failed: {p['error']}")
+                L.append(f"- {kind}, {label}: profile failed: {p['error']}")
                 continue
             L.append(
-                f"### {kind} (load during profiling: {_f(p['load']['rps'])} req/s, "
+                f"### {kind}, {label} (load during profiling: {_f(p['load']['rps'])} req/s, "
                 f"errors {p['load']['errors']})"
             )
             L.append("")

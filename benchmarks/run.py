@@ -286,7 +286,9 @@ def autoscale(cluster, bodies: Path, a) -> dict[str, Any]:
     }
 
 
-def profile_stack(cluster, url: str, bodies: Path, a, out_dir: Path, tag: str) -> dict:
+def profile_stack(
+    cluster, url: str, bodies: Path, a, out_dir: Path, tag: str, connections: int = 16
+) -> dict:
     from benchmarks import profile
     from benchmarks.loadgen import finish_wrk, start_wrk
 
@@ -300,7 +302,7 @@ def profile_stack(cluster, url: str, bodies: Path, a, out_dir: Path, tag: str) -
         proxy = [p for p in stack.session_pids(cluster.sid) if "ProxyActor" in stack.proc_name(p)]
         if proxy:
             targets["ProxyActor"] = proxy[0]
-    wrk = start_wrk(url, bodies, 16, a.profile_seconds + 4)
+    wrk = start_wrk(url, bodies, connections, a.profile_seconds + 4)
     time.sleep(2)
     files, cpu = profile.record(targets, a.profile_seconds, out_dir / f"pyspy-{tag}")
     load = finish_wrk(wrk)
@@ -483,14 +485,23 @@ def main(argv: list[str] | None = None) -> int:
                 log("ours expensive: autoscaling step load")
                 res["autoscale"] = autoscale(cluster, bodies[1], a)
             if a.profile:
-                log(f"ours {kind}: py-spy under 1 row, c=16")
-                try:
-                    res["profile"] = profile_stack(
-                        cluster, f"{cluster.http}/predict", bodies[1], a, results_dir / ts, kind
-                    )
-                except Exception as exc:
-                    res["profile"] = {"error": repr(exc)}
-                    log(f"profile failed: {exc!r}")
+                res["profiles"] = {}
+                for rows, conns in ((1, 16), (256, a.batch_connections)):
+                    label = f"{rows} row{'s' if rows > 1 else ''}, c={conns}"
+                    log(f"ours {kind}: py-spy under {label}")
+                    try:
+                        res["profiles"][label] = profile_stack(
+                            cluster,
+                            f"{cluster.http}/predict",
+                            bodies[rows],
+                            a,
+                            results_dir / ts,
+                            f"{kind}-{rows}",
+                            connections=conns,
+                        )
+                    except Exception as exc:
+                        res["profiles"][label] = {"error": repr(exc)}
+                        log(f"profile failed: {exc!r}")
             out["ours"][kind] = res
             stack.end_canary(cluster)
             log(f"ours {kind}: deleting the app")
