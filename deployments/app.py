@@ -44,7 +44,9 @@ class CoalesceArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
+    enabled: bool = Field(
+        True, description="false: every request is its own call to the slot, sent at once"
+    )
     calls_per_replica: int = Field(
         4,
         ge=1,

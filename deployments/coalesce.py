@@ -39,8 +39,6 @@ class Coalescer:
         self._queue: deque[tuple[str, np.ndarray, asyncio.Future]] = deque()
         self._in_flight = 0
         self._tasks: set[asyncio.Task] = set()
-        self.calls = 0
-        self.requests = 0
 
     @property
     def in_flight(self) -> int:
@@ -79,8 +77,6 @@ class Coalescer:
             if not batch:
                 continue
             self._in_flight += 1
-            self.calls += 1
-            self.requests += len(batch)
             task = asyncio.get_running_loop().create_task(self._run(version, batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

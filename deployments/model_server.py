@@ -142,19 +142,13 @@ class ModelServer:
                 log.info("slot %s: v%s loaded", self._slot, version)
             return self._model
 
-    async def predict(self, version: str, X: np.ndarray) -> dict[str, Any]:
-        """Predict rows ``X`` with ``version`` (loaded on the spot if this replica lags).
-        Raises `ModelError` when the model fails on these rows."""
-        (result,) = await self.predict_many(version, [X])
-        if isinstance(result, ModelError):
-            raise result
-        return result
-
     async def predict_many(
         self, version: str, Xs: list[np.ndarray]
     ) -> list[dict[str, Any] | ModelError]:
-        """One result per request in ``Xs`` (a router's coalesced call), in order: a dict, or
-        the `ModelError` of a request the model failed on (the others are still answered)."""
+        """Predict each request's rows in ``Xs`` (one router call: one request, or several
+        coalesced) with ``version``, loaded on the spot if this replica lags. One result per
+        request, in order: a dict, or the `ModelError` of a request the model failed on (the
+        others are still answered)."""
         if self._model is None or self._model.version != version:
             await self._ensure(version)
         # Adaptive batch wait: a call alone on the replica runs at once (a fixed wait is pure

@@ -118,6 +118,11 @@ FEEDBACK_BODY = {
     }
 }
 
+
+def _unlimited() -> int:
+    return 1 << 30
+
+
 METRICS_FLUSH_S = 1.0  # counts and latencies reach Ray's metrics at most this late
 ROUTER_METRICS = [
     "mlops_requests",
@@ -146,18 +151,16 @@ class Router:
         self._shadow_fraction = float(args["rollout"]["shadow_fraction"])
         self._records = RecordBuffer(args["records"]["buffer_capacity"])
         coalescing = args["coalescing"]
-        self._coalescers = (
-            {
-                slot: Coalescer(
-                    self._sender(slot),
-                    self._call_limit(slot, coalescing["calls_per_replica"]),
-                    max_rows=args["max_batch_rows"],
-                )
-                for slot in self._slots
-            }
-            if coalescing["enabled"]
-            else None
-        )
+        self._coalescers = {
+            slot: Coalescer(
+                self._sender(slot),
+                self._call_limit(slot, coalescing["calls_per_replica"])
+                if coalescing["enabled"]
+                else _unlimited,  # every request its own call, sent at once
+                max_rows=args["max_batch_rows"],
+            )
+            for slot in self._slots
+        }
         self._metrics = Metrics.create(ROUTER_METRICS)
         self._background: set[asyncio.Task] = set()
         try:
@@ -203,11 +206,6 @@ class Router:
 
         return limit
 
-    async def _predict(self, slot: str, version: str, X: np.ndarray) -> dict[str, Any]:
-        if self._coalescers is not None:
-            return await self._coalescers[slot].submit(version, X)
-        return await self._slots[slot].predict.remote(version, X)
-
     # ---- records to the drift monitor, off the request path -------------------------------
     def _record(self, record: dict[str, Any]) -> None:
         if self._records.add(record):
@@ -242,7 +240,7 @@ class Router:
         """Shadow: send the same rows to the challenger, keep only agreement."""
         slot, version = self._shadow
         try:
-            out = await self._predict(slot, version, X)
+            out = await self._coalescers[slot].submit(version, X)
         except Exception as exc:
             log.warning("router: shadow call to v%s failed: %r", version, exc)
             return
@@ -311,7 +309,7 @@ class Router:
             slot, version = self._split.pick(pin, key)
             info = self._state["versions"][version]
             X = schemas.to_matrix(rows, info["feature_names"], self._args["max_batch_rows"])
-            out = await self._predict(slot, version, X)
+            out = await self._coalescers[slot].submit(version, X)
         except InputError as exc:
             self._error_kind(version, "bad_input")
             return _error(exc.status, exc.detail)

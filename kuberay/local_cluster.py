@@ -79,25 +79,54 @@ def cluster_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _start(args: list[str], env: dict[str, str]) -> int:
-    """Run `ray start` in a new session; its session id is the one every node process keeps."""
-    proc = subprocess.Popen(
-        [RAY, "start", *args, "--disable-usage-stats"],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        stop_session(proc.pid, grace_s=0, kill=True)
-        raise
-    if proc.returncode != 0:
+def _start(args: list[str], env: dict[str, str], attempts: int = 2) -> int:
+    """Run `ray start` in a new session; its session id is the one every node process keeps.
+
+    A node's `ray start` gives up when the GCS or its own agents do not answer in time ("The
+    current node timed out during startup"), which a busy 2-core machine can cause; a failed
+    attempt's processes are stopped, so the next one starts clean."""
+    attempt = 1
+    while True:
+        proc = subprocess.Popen(
+            [RAY, "start", *args, "--disable-usage-stats"],
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            out, _ = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            stop_session(proc.pid, grace_s=0, kill=True)
+            raise
+        if proc.returncode == 0:
+            return proc.pid
         stop_session(proc.pid)
-        raise RuntimeError(f"ray start failed ({proc.returncode}):\n{out}")
-    return proc.pid
+        if attempt >= attempts:
+            raise RuntimeError(f"ray start failed ({proc.returncode}):\n{out}")
+        print(f"ray start failed, trying once more: {out[-300:]}", file=sys.stderr)
+        time.sleep(2)
+        attempt += 1
+
+
+def _node_args(
+    temp_dir: str, num_cpus: int, object_store_bytes: int, metrics_port: int | None
+) -> list[str]:
+    """`ray start` arguments every node of a local cluster takes."""
+    return [
+        "--node-ip-address",
+        "127.0.0.1",
+        "--metrics-export-port",
+        str(metrics_port or free_port()),
+        "--num-cpus",
+        str(num_cpus),
+        "--object-store-memory",
+        str(object_store_bytes),
+        "--temp-dir",
+        temp_dir,
+        *_node_ports(),
+    ]
 
 
 def start_head(
@@ -113,8 +142,6 @@ def start_head(
     sid = _start(
         [
             "--head",
-            "--node-ip-address",
-            "127.0.0.1",
             "--port",
             str(gcs_port),
             "--dashboard-host",
@@ -123,15 +150,7 @@ def start_head(
             str(dashboard_port),
             "--ray-client-server-port",
             str(free_port()),
-            "--metrics-export-port",
-            str(metrics_port or free_port()),
-            "--num-cpus",
-            str(num_cpus),
-            "--object-store-memory",
-            str(object_store_bytes),
-            "--temp-dir",
-            temp_dir,
-            *_node_ports(),
+            *_node_args(temp_dir, num_cpus, object_store_bytes, metrics_port),
         ],
         env or cluster_env(),
     )
@@ -152,37 +171,17 @@ def start_worker(
     object_store_bytes: int = 300_000_000,
     env: dict[str, str] | None = None,
 ) -> ClusterState:
+    proxy_port = free_port()
     node_env = dict(env or cluster_env())
-    # A node's `ray start` gives up when the GCS does not answer its node-info call in time
-    # ("The current node timed out during startup"), which a busy 2-core machine can cause;
-    # the failed attempt's processes are stopped by _start, so one more try is safe.
-    for attempt in (1, 2):
-        proxy_port = free_port()
-        node_env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(proxy_port)
-        try:
-            sid = _start(
-                [
-                    "--address",
-                    state.gcs_address,
-                    "--node-ip-address",
-                    "127.0.0.1",
-                    "--metrics-export-port",
-                    str(metrics_port or free_port()),
-                    "--num-cpus",
-                    str(num_cpus),
-                    "--object-store-memory",
-                    str(object_store_bytes),
-                    "--temp-dir",
-                    state.temp_dir,
-                    *_node_ports(),
-                ],
-                node_env,
-            )
-            break
-        except RuntimeError as exc:
-            if attempt == 2:
-                raise
-            print(f"worker node did not start, trying once more: {exc}", file=sys.stderr)
+    node_env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] = str(proxy_port)
+    sid = _start(
+        [
+            "--address",
+            state.gcs_address,
+            *_node_args(state.temp_dir, num_cpus, object_store_bytes, metrics_port),
+        ],
+        node_env,
+    )
     state.worker_sid = sid
     state.worker_proxy_port = proxy_port
     save(state)
