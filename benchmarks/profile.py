@@ -9,7 +9,6 @@ as idle while it waits in native code (Ray's `Worker.main_loop`) still shows up.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -18,6 +17,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from benchmarks.stack import CLK_TCK, stat_ticks
 
 # (label, pattern on a whole collapsed stack): share of samples whose stack matches.
 CATEGORIES: list[tuple[str, str]] = [
@@ -38,7 +39,6 @@ CATEGORIES: list[tuple[str, str]] = [
     ("JSON out (the router's _json / json.dumps)", r"_json \(deployments/router|json/encoder"),
 ]
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # A thread that used less CPU than this while sampled is taken as idle: py-spy counts some
 # native waits as activity (the main thread of a Ray worker in `Worker.main_loop`, gRPC's
 # poller thread), which /proc shows as using next to no CPU.
@@ -55,16 +55,7 @@ def py_spy() -> str | None:
 
 def thread_ticks(pid: int) -> dict[int, int]:
     """utime + stime (clock ticks) of each thread of ``pid``."""
-    out = {}
-    task = Path(f"/proc/{pid}/task")
-    for tid in os.listdir(task):
-        try:
-            stat = (task / tid / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        out[int(tid)] = int(fields[11]) + int(fields[12])
-    return out
+    return stat_ticks(Path(f"/proc/{pid}/task"))
 
 
 def record(

@@ -115,14 +115,10 @@ def targets(out: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     for kind in ("cheap", "expensive"):
         b, o = get(base, kind, "c1"), get(ours, kind, "c1")
         if o:
-            ok = None
+            ok, diff = None, ""
             if b and o["p50_ms"] is not None and b["p50_ms"] is not None:
                 ok = o["p50_ms"] <= b["p50_ms"] + 3
-            diff = (
-                f" (+{o['p50_ms'] - b['p50_ms']:.1f} ms)"
-                if b and o["p50_ms"] is not None and b["p50_ms"] is not None
-                else ""
-            )
+                diff = f" (+{o['p50_ms'] - b['p50_ms']:.1f} ms)"
             rows.append(
                 (
                     f"{kind}, 1 row, c=1: p50 within 3 ms of the baseline's",
@@ -361,9 +357,7 @@ def render(out: dict[str, Any]) -> str:
     profs = {
         (kind, label): p
         for kind, v in out["ours"].items()
-        for label, p in (
-            v.get("profiles") or ({"1 row, c=16": v["profile"]} if "profile" in v else {})
-        ).items()
+        for label, p in (v.get("profiles") or {}).items()
     }
     if profs:
         L.append("## Profiles (py-spy; not part of the measured runs)")

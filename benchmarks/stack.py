@@ -28,15 +28,11 @@ import httpx
 import yaml
 
 from configs import PROJECT_ROOT, RolloutConfig
+from kuberay import local_cluster
+from kuberay.local_cluster import free_port, session_pids
 
 SERVE_CONFIG = PROJECT_ROOT / "serve_config.yaml"
 APP_NAME = "bench"
-
-
-def free_port() -> int:
-    from kuberay.local_cluster import free_port as _free
-
-    return _free()
 
 
 def serve_env(optimized: bool, temp_dir: str) -> dict[str, str]:
@@ -104,14 +100,21 @@ def with_options(app, overrides: dict[str, dict[str, Any]]):
 
 @dataclass
 class Cluster:
-    temp_dir: str
-    sid: int
-    gcs_address: str
-    dashboard_url: str
+    state: local_cluster.ClusterState
     http_port: int
-    admin_token: str
-    env: dict[str, str]
-    optimized: bool
+    env: dict[str, str]  # from `prepare`
+
+    @property
+    def sid(self) -> int:
+        return self.state.head_sid
+
+    @property
+    def admin_token(self) -> str:
+        return self.env["MLOPS_ADMIN_TOKEN"]
+
+    @property
+    def optimized(self) -> bool:
+        return self.env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1"
 
     @property
     def http(self) -> str:
@@ -119,8 +122,6 @@ class Cluster:
 
     def stop(self) -> None:
         import ray
-
-        from kuberay import local_cluster
 
         try:
             ray.shutdown()
@@ -158,33 +159,11 @@ def start_cluster(temp_dir: str, env: dict[str, str], *, num_cpus: int = 4) -> C
     import ray
     from ray import serve
 
-    from kuberay import local_cluster
-
-    for attempt in range(3):
-        try:
-            state = local_cluster.start_head(
-                temp_dir,
-                free_port(),
-                free_port(),
-                num_cpus=num_cpus,
-                env=local_cluster.cluster_env(env),
-            )
-            break
-        except RuntimeError as exc:  # a busy machine: the raylet timed out waiting for agents
-            if attempt == 2:
-                raise
-            print(f"ray start failed, retrying: {str(exc)[-300:]}", file=sys.stderr, flush=True)
-            time.sleep(5)
-    cluster = Cluster(
-        temp_dir=temp_dir,
-        sid=state.head_sid,
-        gcs_address=state.gcs_address,
-        dashboard_url=state.dashboard_url,
-        http_port=free_port(),
-        admin_token=env["MLOPS_ADMIN_TOKEN"],
-        env=env,
-        optimized=env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",
+    # local_cluster retries a `ray start` that timed out on a busy machine.
+    state = local_cluster.start_head(
+        temp_dir, free_port(), free_port(), num_cpus=num_cpus, env=local_cluster.cluster_env(env)
     )
+    cluster = Cluster(state=state, http_port=free_port(), env=env)
     try:
         ray.init(address=state.gcs_address, log_to_driver=False)
         serve.start(http_options={"host": "127.0.0.1", "port": cluster.http_port})
@@ -404,19 +383,25 @@ def loadavg() -> float:
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_ticks() -> dict[int, int]:
-    """utime + stime (clock ticks) of every process on the machine."""
+def stat_ticks(proc_dir: Path) -> dict[int, int]:
+    """utime + stime (clock ticks) of each numbered entry of ``proc_dir``: every process of
+    the machine in /proc, every thread of a process in /proc/<pid>/task."""
     out = {}
-    for entry in os.listdir("/proc"):
+    for entry in os.listdir(proc_dir):
         if not entry.isdigit():
             continue
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
+            stat = (proc_dir / entry / "stat").read_text()
+        except OSError:  # exited while we looked
             continue
         fields = stat.rsplit(")", 1)[1].split()
         out[int(entry)] = int(fields[11]) + int(fields[12])
     return out
+
+
+def cpu_ticks() -> dict[int, int]:
+    """utime + stime (clock ticks) of every process on the machine."""
+    return stat_ticks(Path("/proc"))
 
 
 def is_load_generator(pid: int) -> bool:
@@ -433,12 +418,6 @@ def other_cpu_s(before: dict[int, int], after: dict[int, int], ours: set[int]) -
             continue
         ticks += t - before.get(pid, 0)
     return ticks / CLK_TCK
-
-
-def session_pids(sid: int) -> list[int]:
-    from kuberay.local_cluster import session_pids as _pids
-
-    return _pids(sid)
 
 
 def proc_name(pid: int) -> str:
