@@ -102,6 +102,21 @@ class RetrainingConfig(StrictModel):
         description="after an accuracy drop, how long a retraining waits for "
         "min_labelled_rows labels that arrived after the drop",
     )
+    base_tolerance: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="how much lower than the champion's a winner's accuracy on the base "
+        "dataset's hold-out may be (labels cannot change that hold-out; it also needs the "
+        "training config's min_score)",
+    )
+    base_min_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="accuracy a winner needs on the base hold-out; None: the training "
+        "config's min_score",
+    )
 
 
 DriftDetector = Literal["ks", "psi", "chi2", "accuracy"]
@@ -151,6 +166,23 @@ class DriftConfig(StrictModel):
         "batches) waits this long to be joined before it counts as unknown",
     )
     feedback_grace_items: int = Field(20_000, ge=0, description="labels waiting at most")
+    feedback_grace_bytes: int = Field(
+        8 * 1024 * 1024, ge=0, description="estimated bytes of the labels waiting, at most"
+    )
+    max_source_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="while a version's labelled window holds labels of two or more sources, "
+        "one source keeps at most this share of label_window_size (its newer labels replace "
+        "its own older ones instead of other sources' labels)",
+    )
+    max_labels_per_source: int | None = Field(
+        None,
+        ge=1,
+        description="labelled rows one source may hold in a version's window, even when it "
+        "is the only source (None: no limit beyond max_source_share)",
+    )
     evaluate_interval_s: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
@@ -165,6 +197,37 @@ class DriftConfig(StrictModel):
             raise ValueError("psi_rearm_threshold must be below psi_threshold")
         if self.rearm_alpha <= max(self.ks_alpha, self.chi2_alpha, self.accuracy_alpha):
             raise ValueError("rearm_alpha must be above ks_alpha, chi2_alpha and accuracy_alpha")
+        return self
+
+
+SerializationFormat = Literal["skops", "pickle", "cloudpickle"]
+
+
+class ModelLoadingConfig(StrictModel):
+    """What a model artifact may contain for this deployment to load it (see
+    `training.safe_load`). The artifact's own MLmodel file never widens these lists."""
+
+    allowed_formats: list[SerializationFormat] = Field(
+        ["skops"],
+        description="serialization formats loaded; pickle and cloudpickle run arbitrary code "
+        "from the artifact at load, so they are off unless listed here",
+    )
+    trusted_types: list[str] = Field(
+        [],
+        description="types skops may load beyond those the model families of "
+        "training/search.py need (fully qualified names, as skops.io.get_untrusted_types "
+        "reports them)",
+    )
+    allowed_estimators: list[str] = Field(
+        [],
+        description="estimator classes (fully qualified) accepted beyond the model families "
+        "of training/search.py",
+    )
+
+    @model_validator(mode="after")
+    def _formats_not_empty(self) -> ModelLoadingConfig:
+        if not self.allowed_formats:
+            raise ValueError("allowed_formats must name at least one serialization format")
         return self
 
 
@@ -216,6 +279,10 @@ def load_retraining_config(path: str | Path | None = None) -> RetrainingConfig:
 
 def load_drift_config(path: str | Path | None = None) -> DriftConfig:
     return load_section("drift", DriftConfig, path)
+
+
+def load_model_loading_config(path: str | Path | None = None) -> ModelLoadingConfig:
+    return load_section("model_loading", ModelLoadingConfig, path)
 
 
 def default_tracking_uri() -> str:

@@ -22,6 +22,7 @@ from configs import (
     load_rollout_config,
     load_training_config,
 )
+from deployments.schemas import FLOAT32_MAX
 
 
 class BatchArgs(BaseModel):
@@ -61,9 +62,47 @@ class RecordsArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     buffer_capacity: int = Field(20_000, ge=1, description="records held; oldest dropped beyond")
+    buffer_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="estimated bytes of records held (features are most of it); oldest "
+        "dropped beyond, counted in mlops_records_dropped",
+    )
     batch_size: int = Field(1_000, ge=1)
     flush_interval_s: float = Field(0.5, gt=0)
     flush_timeout_s: float = Field(5.0, gt=0)
+
+
+class LimitsArgs(BaseModel):
+    """Bounds on what one request may send; beyond them the router answers 4xx without
+    reading further."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    predict_body_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="largest /predict and /invocations body (1,024 rows of 30 floats as JSON "
+        "are about 0.7 MB); beyond: 413",
+    )
+    feedback_body_bytes: int = Field(1024 * 1024, ge=1024, description="largest /feedback body")
+    admin_body_bytes: int = Field(64 * 1024, ge=1024, description="largest admin route body")
+    body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="longest a router waits for a request's whole body (a slow client); "
+        "beyond: 408",
+    )
+    max_json_depth: int = Field(
+        32, ge=4, le=500, description="deepest nesting of JSON arrays/objects; beyond: 400"
+    )
+    max_abs_feature: float = Field(
+        FLOAT32_MAX,
+        gt=0,
+        le=FLOAT32_MAX,
+        description="largest magnitude of a feature value; beyond: 422 (tree models cast to "
+        "float32 and fail past its range)",
+    )
 
 
 class AppArgs(BaseModel):
@@ -79,12 +118,19 @@ class AppArgs(BaseModel):
     admin_token_env: str = Field(
         "MLOPS_ADMIN_TOKEN", description="env var holding the admin bearer token"
     )
+    feedback_token_env: str = Field(
+        "MLOPS_FEEDBACK_TOKEN",
+        description="env var holding the bearer token /feedback requires (unset: /feedback "
+        "answers 503); labels steer retraining and promotion, so they need a credential of "
+        "their own, not the admin token",
+    )
     poll_timeout_s: float = Field(5.0, gt=0, description="long-poll timeout to the controller")
     registry_poll_s: float = Field(5.0, gt=0, description="how often to look for a champion")
     slot_ready_timeout_s: float = Field(120.0, gt=0)
     batching: BatchArgs = BatchArgs()
     coalescing: CoalesceArgs = CoalesceArgs()
     records: RecordsArgs = RecordsArgs()
+    limits: LimitsArgs = LimitsArgs()
     rollout: RolloutConfig | None = Field(
         None, description="canary policy; default: configs/rollout.yaml (+ env overrides)"
     )

@@ -11,17 +11,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
 from ray import serve
 
 from deployments.analysis import StatsSnapshot, analyze
-from deployments.rollout import RolloutCore, RolloutError
-from monitoring.metrics import Metrics
+from deployments.rollout import RolloutCore, RolloutError, StaleRecord, check_reason
+from monitoring.metrics import SPECS, Metrics
 from training import registry
 
 log = logging.getLogger("ray.serve")
+
+REGISTRY_GAUGE = "mlops_registry_reachable"
+# The MLflow HTTP client retries a refused connection for minutes by default (7 retries,
+# backoff factor 2). The controller retries on its own schedule and must report an outage in
+# seconds, so its own process fails fast unless the deployment sets these explicitly.
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+MAX_BACKOFF_S = 30.0
+
+
+class StateUnknown(RuntimeError):
+    """The controller has not read the registry since it started and has no provisional state:
+    a router keeps the state it last applied rather than an empty one."""
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
@@ -29,12 +42,23 @@ class RolloutController:
     """Desired state for the application; see module docstring."""
 
     async def __init__(self, args: dict[str, Any], monitor=None):
+        for key, value in MLFLOW_HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
         self._args = args
         self._policy = args["rollout"]
         self._monitor = monitor
+        names = ["mlops_canary_weight", "mlops_rollout_step", "mlops_rollout_events"]
         self._metrics = Metrics.create(
-            ["mlops_canary_weight", "mlops_rollout_step", "mlops_rollout_events"]
+            names + ([REGISTRY_GAUGE] if REGISTRY_GAUGE in SPECS else [])
         )
+        if REGISTRY_GAUGE not in self._metrics.handles:
+            from ray.serve import metrics as serve_metrics
+
+            self._metrics.handles[REGISTRY_GAUGE] = serve_metrics.Gauge(
+                REGISTRY_GAUGE,
+                description="1 when the MLflow registry answered the controller's last call",
+                tag_keys=(),
+            )
         self._changed = asyncio.Condition()
         self._lock = asyncio.Lock()  # one state transition at a time (reload, rollout steps)
         client = registry.get_client(args["tracking_uri"])
@@ -44,11 +68,16 @@ class RolloutController:
             heartbeat_ttl_s=2 * args["poll_timeout_s"] + 5,
             steps=list(self._policy["steps"]),
         )
+        self._retry_s = float(args["registry_poll_s"])
         try:
-            await asyncio.to_thread(self._core.bootstrap)
-        except Exception as exc:  # registry down: serve 503s until it answers
-            self._core.last_error = f"registry unreachable at start: {exc!r}"
-            log.exception("RolloutController bootstrap failed; retrying in the background")
+            await self._registry(self._core.bootstrap)
+        except Exception as exc:
+            # Registry down: no empty state is published (routers keep theirs, see `poll`);
+            # a router's held state the replicas confirm may be adopted as provisional, and
+            # bootstrap is retried with backoff.
+            self._core.last_error = f"registry unreachable at start: {exc}"[:500]
+            self._retry_s = 0.5
+            log.error("RolloutController bootstrap failed (%s); retrying with backoff", exc)
         loop = asyncio.get_running_loop()
         self._watch = loop.create_task(self._watch_registry())
         self._analysis = loop.create_task(self._analysis_loop())
@@ -77,24 +106,89 @@ class RolloutController:
         else:
             steps = []
         self._metrics.set_gauge("mlops_rollout_step", steps)
+        self._metrics.set_gauge(
+            REGISTRY_GAUGE, [({}, 1.0 if core.registry_health.reachable else 0.0)]
+        )
 
     def _count_event(self, entry: dict[str, Any]) -> None:
         self._metrics["mlops_rollout_events"].inc(
             tags={"model_version": entry.get("version") or "none", "event": entry["event"]}
         )
 
+    async def _registry(self, fn, *args):
+        """Run ``fn`` (a core method that calls the registry) in a thread and keep track of
+        whether the registry answers: an outage is logged once, shown in `status`, in the
+        state routers poll (``registry_reachable``) and in the gauge mlops_registry_reachable."""
+        health = self._core.registry_health
+        try:
+            result = await asyncio.to_thread(fn, *args)
+        except registry.RegistryUnavailable as exc:
+            if health.failed(exc):
+                log.error("MLflow registry unreachable: %s; serving the last known state", exc)
+                self._core.bump()
+                await self._notify()
+            raise
+        if health.ok():
+            log.warning("MLflow registry reachable again")
+            self._core.bump()
+            await self._notify()
+        return result
+
     async def _watch_registry(self) -> None:
-        """Until a champion is live, look for one (a first `make train` after the app started)."""
+        """Keep the state in step with the registry: read it until it answers once (with
+        backoff), write what could not be written, notice when it is back, and until a
+        champion is live look for one (a first `make train` after the app started)."""
         while True:
-            await asyncio.sleep(self._args["registry_poll_s"])
-            if self._core.live_slot() is not None:
-                continue
+            await asyncio.sleep(self._retry_s)
             try:
-                result = await self.reload()
-                if result.get("changed"):
-                    log.info("champion found in the registry: %s", result)
-            except Exception:
-                log.exception("registry poll failed")
+                await self._registry_tick()
+                self._retry_s = float(self._args["registry_poll_s"])
+            except Exception as exc:
+                self._retry_s = min(max(self._retry_s * 2, 0.5), MAX_BACKOFF_S)
+                log.warning("registry poll failed (%s); next try in %.1fs", exc, self._retry_s)
+
+    async def _registry_tick(self) -> None:
+        core = self._core
+        if not core.known or core.provisional:
+            async with self._lock:
+                await self._bootstrap()
+            return
+        if core.dirty:
+            async with self._lock:
+                await self._persist_retry()
+            return
+        if not core.registry_health.reachable:
+            await self._registry(
+                registry.alias_version, core.client, core.model_name, registry.CHAMPION
+            )
+            return
+        if core.live_slot() is None:
+            result = await self.reload()
+            if result.get("error"):
+                raise RuntimeError(result["error"])
+            if result.get("changed"):
+                log.info("champion found in the registry: %s", result)
+
+    async def _bootstrap(self) -> None:
+        await self._registry(self._core.bootstrap)
+        self._core.last_error = None
+        log.info(
+            "state read from the registry: champion v%s, slots %s, weights %s, rollout %s",
+            self._core.champion,
+            self._core.slots,
+            self._core.weights,
+            self._core.rollout,
+        )
+        await self._notify()
+
+    async def _persist_retry(self) -> None:
+        """Write state that an outage kept in memory; if another writer committed meanwhile,
+        its record is the truth: read it again."""
+        try:
+            await self._registry(self._core.persist)
+        except StaleRecord as exc:
+            log.warning("%s", exc)
+            await self._bootstrap()
 
     async def poll(
         self,
@@ -103,45 +197,68 @@ class RolloutController:
         slot: str | None = None,
         replica_id: str | None = None,
         loaded: str | None = None,
+        held: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Long-poll: the state as soon as its epoch differs from ``known_epoch``.
 
         ModelServer replicas pass their slot, id and loaded version: that is their heartbeat.
+        A router may pass ``held``, the state it last applied. Until the registry has been
+        read once (a restart during an outage), a router gets `StateUnknown` rather than an
+        empty state (it keeps routing as it was), unless a router's ``held`` state, confirmed
+        by the replicas' reports, was adopted as provisional (``provisional: true``).
         """
+        core = self._core
         if slot is not None and replica_id is not None:
-            self._core.record_replica(slot, replica_id, loaded)
+            core.record_replica(slot, replica_id, loaded)
+        if not core.known and core.adopt_provisional(held):
+            await self._notify()
         timeout_s = self._args["poll_timeout_s"] if timeout_s is None else timeout_s
-        if self._core.epoch == known_epoch and timeout_s > 0:
+        router = slot is None
+        if timeout_s > 0 and (core.epoch == known_epoch or router and not core.known):
             try:
                 async with self._changed:
                     await asyncio.wait_for(
-                        self._changed.wait_for(lambda: self._core.epoch != known_epoch),
+                        self._changed.wait_for(
+                            lambda: core.epoch != known_epoch and (core.known or not router)
+                        ),
                         timeout_s,
                     )
             except asyncio.TimeoutError:
                 pass
-        return self._core.snapshot()
+        if router and not core.known:
+            raise StateUnknown(
+                "the rollout controller restarted and the MLflow registry has not answered "
+                f"yet ({core.registry_health.last_error}); keep the last applied state"
+            )
+        return core.snapshot()
 
     async def replica_stopped(self, slot: str, replica_id: str) -> None:
         self._core.forget_replica(slot, replica_id)
 
     async def status(self) -> dict[str, Any]:
-        snap = self._core.snapshot()
+        """The state, plus replicas, history, policy, and the registry's health:
+        ``registry`` {reachable, since, last_error}, ``known``, ``persisted``, ``seq``."""
+        core = self._core
+        snap = core.snapshot()
         now = time.monotonic()
         snap["replicas"] = {
             s: {
                 rid: {"loaded": r.loaded, "seen_s_ago": round(now - r.at, 1)}
                 for rid, r in reps.items()
             }
-            for s, reps in self._core.replicas.items()
+            for s, reps in core.replicas.items()
         }
-        snap["history"] = list(self._core.history)
+        snap["history"] = list(core.history)
         snap["policy"] = dict(self._policy)
+        snap["registry"] = core.registry_health.to_dict()
+        snap["known"] = core.known
+        snap["persisted"] = not core.dirty
+        snap["seq"] = core.seq
         return snap
 
     async def _load_into(self, slot: str, version: str) -> None:
         """Assign ``version`` to ``slot`` and wait until every replica of it has loaded it."""
-        await asyncio.to_thread(self._core.assign, slot, version)
+        await self._registry(self._core.assign, slot, version)
         await self._notify()
         deadline = time.monotonic() + self._args["slot_ready_timeout_s"]
         while not self._core.slot_ready(slot, version):
@@ -152,6 +269,35 @@ class RolloutController:
                 )
             await asyncio.sleep(0.1)
 
+    def _refuse_unknown(self) -> dict[str, Any] | None:
+        core = self._core
+        if not core.known or core.provisional:
+            return {
+                "error": "the registry has not been read since the controller started "
+                f"({core.registry_health.last_error}); nothing changed, retry when it answers"
+            }
+        return None
+
+    async def _commit(self, saved: dict[str, Any] | None) -> str | None:
+        """Write the state (the record last). On failure: with ``saved``, the action is undone
+        in memory (aliases already moved are put back by the retry loop) and the error is
+        returned; without it (a rollback, an automatic step), memory stays ahead and the
+        retry loop writes it when the registry answers."""
+        try:
+            await self._registry(self._core.persist)
+            return None
+        except Exception as exc:
+            log.error("could not write the rollout state to MLflow: %r", exc)
+            if saved is not None:
+                self._core.restore(saved)
+                await self._notify()
+            if isinstance(exc, StaleRecord):
+                try:
+                    await self._bootstrap()
+                except Exception:
+                    log.exception("re-reading the registry after a stale record failed")
+            return f"{exc}"[:500]
+
     async def reload(self) -> dict[str, Any]:
         """Resolve alias ``champion`` again; load a new one into the idle slot, then cut over.
 
@@ -159,6 +305,9 @@ class RolloutController:
         longer routed to. Nothing changes if the champion is the one already live.
         """
         async with self._lock:
+            refused = self._refuse_unknown()
+            if refused:
+                return {"changed": False, **refused}
             if self._core.rollout is not None:
                 return {
                     "changed": False,
@@ -166,10 +315,10 @@ class RolloutController:
                     "promote or roll it back first",
                 }
             try:
-                plan = await asyncio.to_thread(self._core.plan_reload)
+                plan = await self._registry(self._core.plan_reload)
             except Exception as exc:
-                log.exception("reload: registry lookup failed")
-                return {"changed": False, "error": f"registry lookup failed: {exc!r}"}
+                log.warning("reload: registry lookup failed: %r", exc)
+                return {"changed": False, "error": f"registry lookup failed: {exc}"[:500]}
             if plan is None:
                 return {
                     "changed": False,
@@ -178,20 +327,20 @@ class RolloutController:
                 }
             slot, version = plan
             previous = self._core.champion
+            saved = self._core.checkpoint()
             try:
                 await self._load_into(slot, version)
             except Exception as exc:
                 log.exception("reload: loading v%s into %s failed", version, slot)
-                await asyncio.to_thread(self._core.assign, slot, None)
+                self._core.restore(saved)
                 await self._notify()
-                return {"changed": False, "error": str(exc)}
+                return {"changed": False, "error": str(exc)[:500]}
             self._core.cut_over(slot, version)
             self._core.last_error = None
             await self._notify()
-            try:
-                await asyncio.to_thread(self._core.persist)
-            except Exception:
-                log.exception("reload: could not persist slot state to MLflow")
+            # The alias already moved (an operator's decision); if the record cannot be written
+            # now the retry loop writes it, and a restart would follow the alias anyway.
+            await self._commit(None)
             log.info("reload: v%s live in slot %s (was v%s)", version, slot, previous)
             return {
                 "changed": True,
@@ -202,76 +351,131 @@ class RolloutController:
             }
 
     # ---- canary rollout ------------------------------------------------------------------
-    async def _persist(self) -> None:
-        try:
-            await asyncio.to_thread(self._core.persist)
-            await asyncio.to_thread(self._core.persist_history)
-        except Exception:
-            log.exception("could not persist rollout state to MLflow")
-
     async def start_rollout(self, version: str) -> dict[str, Any]:
         """Load ``version`` into the idle slot, wait until it is ready, then give it the first
-        step's share of traffic. Errors come back as ``{"error": ...}``."""
+        step's share of traffic and set alias ``challenger`` (the controller is its only
+        writer). Refused, with nothing changed, while another version is rolling out; asking
+        again for the version already rolling out changes nothing. Errors come back as
+        ``{"error": ...}``."""
+        version = str(version)
         async with self._lock:
+            core = self._core
+            refused = self._refuse_unknown()
+            if refused:
+                return refused
+            if core.rollout is not None and core.rollout["version"] == version:
+                return {"started": False, "already": True, "rollout": dict(core.rollout)}
+            saved = core.checkpoint()
             try:
-                slot = await asyncio.to_thread(self._core.begin_rollout, str(version))
+                slot = await self._registry(core.begin_rollout, version)
             except RolloutError as exc:
                 return {"error": str(exc)}
+            except registry.RegistryUnavailable as exc:
+                return {"error": f"nothing changed: {exc}"[:500]}
             except Exception as exc:
-                return {"error": f"v{version} not found in the registry: {exc}"}
+                return {"error": f"v{version} not found in the registry: {exc}"[:500]}
             try:
-                await self._load_into(slot, str(version))
+                await self._load_into(slot, version)
             except Exception as exc:
                 log.exception("rollout: loading v%s into %s failed", version, slot)
-                await asyncio.to_thread(self._core.assign, slot, None)
+                core.restore(saved)
                 await self._notify()
-                return {"error": str(exc)}
-            await asyncio.to_thread(self._core.enter_step, str(version), slot, 0)
-            self._count_event(self._core.history[-1])
+                return {"error": str(exc)[:500]}
+            core.enter_step(version, slot, 0)
+            error = await self._commit(saved)
+            if error:
+                return {"error": f"rollout of v{version} not started, nothing changed: {error}"}
+            self._count_event(core.history[-1])
             await self._notify()
-            await self._persist()
-            return {"started": True, "rollout": self._core.rollout}
+            return {"started": True, "rollout": core.rollout}
 
     async def promote(self, reason: str = "promoted by an operator") -> dict[str, Any]:
+        """Promote the challenger now; refused with nothing changed if ``reason`` is not a
+        string of at most 500 characters or the registry cannot take the change."""
+        try:
+            check_reason(reason)
+        except RolloutError as exc:
+            return {"error": str(exc)}
         async with self._lock:
             return await self._finish("promote", reason, {})
 
     async def rollback(self, reason: str = "rolled back by an operator") -> dict[str, Any]:
+        """Roll the challenger back now; refused with nothing changed if ``reason`` is not a
+        string of at most 500 characters."""
+        try:
+            check_reason(reason)
+        except RolloutError as exc:
+            return {"error": str(exc)}
         async with self._lock:
             return await self._finish("rollback", reason, {})
 
     async def _finish(self, action: str, reason: str, numbers: dict) -> dict[str, Any]:
+        core = self._core
+        refused = self._refuse_unknown()
+        if refused:
+            return refused
+        saved = core.checkpoint()
         try:
-            fn = self._core.promote if action == "promote" else self._core.rollback
-            entry = await asyncio.to_thread(fn, reason, numbers)
-        except RolloutError as exc:
-            return {"error": str(exc)}
+            fn = core.promote if action == "promote" else core.rollback
+            entry = fn(reason, numbers)
+        except Exception as exc:
+            core.restore(saved)
+            return {"error": str(exc)[:500]}
+        result: dict[str, Any] = {"event": entry}
+        if action == "promote":
+            # Nothing is published before the registry has it: a promotion that cannot be
+            # written is undone (the champion alias, if it moved, is put back).
+            error = await self._commit(saved)
+            if error:
+                return {"error": f"promotion not written to the registry, nothing changed: {error}"}
+            await self._notify()
+        else:
+            # Traffic first: a rejected version must lose its traffic even if the registry is
+            # down; the retry loop writes the rollback (challenger alias first) when it answers.
+            await self._notify()
+            error = await self._commit(None)
+            if error:
+                result["persisted"] = False
+                result["warning"] = f"rolled back in memory; registry write pending: {error}"
         self._count_event(entry)
-        await self._notify()
-        await self._persist()
-        return {"event": entry, "champion": self._core.champion, "weights": self._core.weights}
+        result.update(champion=core.champion, weights=core.weights)
+        return result
 
     async def set_paused(self, paused: bool) -> dict[str, Any]:
         async with self._lock:
+            refused = self._refuse_unknown()
+            if refused:
+                return refused
+            saved = self._core.checkpoint()
             try:
-                self._core.set_paused(paused)
+                self._core.set_paused(bool(paused))
             except RolloutError as exc:
                 return {"error": str(exc)}
+            error = await self._commit(saved)
+            if error:
+                return {"error": f"not written to the registry, nothing changed: {error}"}
             await self._notify()
-            await self._persist()
             return {"rollout": self._core.rollout}
 
     async def set_weights(self, weights: dict[str, float]) -> dict[str, Any]:
-        """Set weights by hand; a rollout in progress is paused so it does not undo them."""
+        """Set weights by hand; a rollout in progress is paused so it does not undo them.
+        Refused, with nothing changed or written, unless every weight is a finite number in
+        0..1e6 for a known slot that serves a version, and not all are zero."""
         async with self._lock:
+            refused = self._refuse_unknown()
+            if refused:
+                return refused
+            saved = self._core.checkpoint()
             try:
                 self._core.set_weights(weights)
-            except ValueError as exc:
+            except RolloutError as exc:
                 return {"error": str(exc)}
             if self._core.rollout is not None and not self._core.rollout["paused"]:
                 self._core.set_paused(True)
+            error = await self._commit(saved)
+            if error:
+                return {"error": f"weights not written to the registry, nothing changed: {error}"}
             await self._notify()
-            await self._persist()
             return {"weights": self._core.weights, "rollout": self._core.rollout}
 
     async def history(self) -> list[dict[str, Any]]:
@@ -304,7 +508,7 @@ class RolloutController:
                 if core.slot_ready(ro["slot"], ro["version"]):
                     core.finish_resume()
                     await self._notify()
-                    await self._persist()
+                    await self._commit(None)
                 return
             if ro["paused"] or self._monitor is None:
                 return
@@ -346,7 +550,7 @@ class RolloutController:
                 core.enter_step(ro["version"], ro["slot"], step + 1)
                 core.record_event("step", ro["version"], f"passed step {step + 1}", verdict.numbers)
                 await self._notify()
-                await self._persist()
+                await self._commit(None)
                 return
             hold = "; ".join(verdict.reasons)
             if elapsed > policy["max_step_seconds"]:

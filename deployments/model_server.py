@@ -8,6 +8,7 @@ only reaches a slot whose replicas already hold the model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import warnings
 from typing import Any
@@ -17,6 +18,7 @@ from ray import serve
 
 from deployments.routing import ModelError
 from training import registry
+from training.safe_load import ModelRefused
 
 log = logging.getLogger("ray.serve")
 
@@ -87,6 +89,9 @@ class ModelServer:
         self._controller = controller
         self._args = args
         self._model: LoadedModel | None = None
+        # Versions whose artifact this deployment refuses to load (format, types, estimator
+        # class; training.safe_load): version -> why. Not retried: the artifact will not change.
+        self._refused: dict[str, str] = {}
         self._load_lock = asyncio.Lock()
         self._replica_id = serve.get_replica_context().replica_id.unique_id
         self._epoch = -1
@@ -121,26 +126,42 @@ class ModelServer:
     async def _follow_state(self, state: dict[str, Any]) -> None:
         self._epoch = state["epoch"]
         wanted = state["slots"].get(self._slot)
-        if wanted is not None:
-            await self._ensure(wanted)
+        if wanted is not None and wanted not in self._refused:
+            # A refusal is recorded by _ensure. The replica stays up holding what it had and
+            # never reports ``wanted`` as loaded, so the controller's wait for the slot fails
+            # (a rollout of it is abandoned) while this replica keeps following.
+            with contextlib.suppress(ModelRefused):
+                await self._ensure(wanted)
 
     async def _ensure(self, version: str) -> LoadedModel:
-        """Load ``version`` unless it is loaded; concurrent callers share one load."""
+        """Load ``version`` unless it is loaded; concurrent callers share one load. Raises
+        `ModelRefused` for a version whose artifact this deployment does not load."""
         model = self._model
         if model is not None and model.version == version:
             return model
         async with self._load_lock:
+            if version in self._refused:
+                raise ModelRefused(self._refused[version])
             if self._model is None or self._model.version != version:
                 log.info("slot %s: loading %s v%s", self._slot, self._args["model_name"], version)
-                est = await asyncio.to_thread(
-                    registry.load_model,
-                    self._args["tracking_uri"],
-                    self._args["model_name"],
-                    version,
-                )
+                try:
+                    est = await asyncio.to_thread(
+                        registry.load_model,
+                        self._args["tracking_uri"],
+                        self._args["model_name"],
+                        version,
+                    )
+                except ModelRefused as exc:
+                    self._refused[version] = str(exc)
+                    log.error("slot %s: refused to load v%s: %s", self._slot, version, exc)
+                    raise
                 self._model = LoadedModel(version, est)
                 log.info("slot %s: v%s loaded", self._slot, version)
             return self._model
+
+    def load_errors(self) -> dict[str, str]:
+        """Versions this replica refused to load, with why (see training.safe_load)."""
+        return dict(self._refused)
 
     async def predict_many(
         self, version: str, Xs: list[np.ndarray]

@@ -5,11 +5,13 @@ RolloutController; a request never calls the controller or the registry.
 """
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import os
 import random
+import re
 import time
 import uuid
 from typing import Any
@@ -18,17 +20,25 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from ray import serve
-from ray.exceptions import RayError, RayTaskError
-from ray.serve.exceptions import BackPressureError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayError, RayTaskError
+from ray.serve.exceptions import (
+    BackPressureError,
+    DeploymentUnavailableError,
+    ReplicaUnavailableError,
+)
 
 from deployments import schemas
 from deployments.coalesce import Coalescer
+from deployments.controller import StateUnknown
 from deployments.records import RecordBuffer
 from deployments.routing import ModelError, NoLiveModel, TrafficSplit, UnknownVersion
 from deployments.schemas import InputError
 from monitoring.metrics import Metrics
 
 log = logging.getLogger("ray.serve")
+
+# A model replica that went away under a call: retried once (`Router._sender`).
+REPLICA_GONE = (ActorDiedError, ActorUnavailableError, ReplicaUnavailableError)
 
 api = FastAPI(
     title="raymlops",
@@ -52,6 +62,18 @@ def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None
 def _error(status: int, detail: str, **extra: Any) -> Response:
     headers = {"Retry-After": "1"} if status == 503 else None
     return _json({"detail": detail, **extra}, status, headers)
+
+
+def _internal_error(what: str, exc: BaseException, request_id: str | None = None) -> Response:
+    """Log ``exc`` with its traceback under a request id and answer a 500 that carries no
+    exception text (it may name files, hosts or URIs)."""
+    request_id = request_id or uuid.uuid4().hex
+    log.error("router: request %s: %s failed unexpectedly", request_id, what, exc_info=exc)
+    return _error(
+        500,
+        f"internal error; the details are in the server log under request id {request_id}",
+        request_id=request_id,
+    )
 
 
 PREDICT_BODY = {
@@ -123,6 +145,78 @@ def _unlimited() -> int:
     return 1 << 30
 
 
+# Values shipped in examples and docs, or guessed first: a deployment that starts with one is
+# as open as one without a token.
+KNOWN_DEFAULT_TOKENS = frozenset(
+    {
+        "change-me-admin-token",
+        "change-me",
+        "changeme",
+        "test",
+        "token",
+        "secret",
+        "password",
+        "admin",
+    }
+)
+MIN_TOKEN_CHARS = 24
+
+
+def read_token(env_name: str, value: str | None) -> str | None:
+    """The bearer token held in ``env_name`` (``value`` is its content), ``None`` when unset;
+    raise ``ValueError`` naming the variable for a well-known default value or a token shorter than
+    MIN_TOKEN_CHARS, so the app fails to deploy rather than run with a guessable token."""
+    token = (value or "").strip()
+    if not token:
+        return None
+    if token.lower() in KNOWN_DEFAULT_TOKENS:
+        raise ValueError(
+            f"{env_name} holds a well-known default token ({token!r}); set a random secret of at "
+            f"least {MIN_TOKEN_CHARS} characters, e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`"
+        )
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(
+            f"{env_name} holds a token of {len(token)} characters; at least {MIN_TOKEN_CHARS} "
+            "are required (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(24))'`)"
+        )
+    return token
+
+
+def classify_error(exc: BaseException) -> str | None:
+    """The ``mlops_errors`` kind of an exception from a slot call: "overloaded" (503),
+    "model_error" (500: the model raised), "replica" (503: a replica or the whole deployment
+    is unavailable), or ``None`` for anything else (500, unexpected)."""
+    if isinstance(exc, BackPressureError):
+        return "overloaded"
+    if isinstance(exc, (RayTaskError, ModelError)):
+        return "model_error"
+    # Serve's own "unavailable" errors are not RayErrors: a deployment that failed to deploy
+    # or a replica that went away while chosen.
+    if isinstance(exc, (RayError, DeploymentUnavailableError, ReplicaUnavailableError)):
+        return "replica"
+    return None
+
+
+LABEL_SOURCE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Keys whose string values are exception text in controller and monitor answers: shown to
+# admins, replaced for everyone else (a traceback names files, hosts and URIs).
+_ERROR_KEYS = frozenset({"error", "last_error", "exception", "traceback"})
+REDACTED = "redacted: send the admin token for details"
+
+
+def redact_errors(value: Any) -> Any:
+    """``value`` with every string under an error key replaced by REDACTED."""
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if k in _ERROR_KEYS and isinstance(v, str) and v else redact_errors(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_errors(v) for v in value]
+    return value
+
+
 METRICS_FLUSH_S = 1.0  # counts and latencies reach Ray's metrics at most this late
 ROUTER_METRICS = [
     "mlops_requests",
@@ -134,22 +228,36 @@ ROUTER_METRICS = [
 ]
 
 
-@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
+# Two replicas by default: a router that dies (or is replaced) leaves the other answering while
+# Serve starts a new one; each is a process of about 250 MB, and mostly waits on I/O.
+@serve.deployment(num_replicas=2, max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
 @serve.ingress(api)
 class Router:
     """Ingress deployment; see module docstring."""
 
     async def __init__(self, blue, green, controller, monitor, args: dict[str, Any]):
+        # Tokens first: a weak one must fail the deployment before anything else starts.
+        admin_env, feedback_env = args["admin_token_env"], args["feedback_token_env"]
+        self._token = read_token(admin_env, os.environ.get(admin_env))
+        self._feedback_token = read_token(feedback_env, os.environ.get(feedback_env))
+        if self._token is not None and self._token == self._feedback_token:
+            raise ValueError(
+                f"{feedback_env} equals {admin_env}: the feedback token must be a credential "
+                "of its own (a label source must not hold admin rights)"
+            )
         self._slots = {"blue": blue, "green": green}
         self._controller = controller
         self._monitor = monitor
         self._args = args
-        self._token = os.environ.get(args["admin_token_env"]) or None
+        self._limits = args["limits"]
         self._state: dict[str, Any] | None = None
+        self._registry_unknown = False  # the controller answers StateUnknown: MLflow is down
         self._split = TrafficSplit.from_state({}, {})
         self._shadow: tuple[str, str] | None = None  # (slot, version) of a shadowed challenger
         self._shadow_fraction = float(args["rollout"]["shadow_fraction"])
-        self._records = RecordBuffer(args["records"]["buffer_capacity"])
+        self._records = RecordBuffer(
+            args["records"]["buffer_capacity"], args["records"]["buffer_bytes"]
+        )
         coalescing = args["coalescing"]
         self._coalescers = {
             slot: Coalescer(
@@ -185,9 +293,18 @@ class Router:
         while True:
             try:
                 epoch = self._state["epoch"] if self._state else -1
-                self._apply(await self._controller.poll.remote(epoch))
-            except Exception:
-                log.exception("router: polling the controller failed; retrying")
+                # ``held``: a controller restarted while MLflow is down can adopt what we
+                # route by (confirmed by the replicas) instead of leaving new routers at 503.
+                self._apply(await self._controller.poll.remote(epoch, held=self._state))
+                self._registry_unknown = False
+            except Exception as exc:
+                # Whatever failed, the last applied state stays: never route by nothing.
+                if isinstance(exc, StateUnknown):  # Ray's error is an instance of the cause
+                    # A controller restarted while MLflow is down: /health says so.
+                    self._registry_unknown = True
+                    log.warning("router: the controller has no state yet; keeping ours (%s)", exc)
+                else:
+                    log.exception("router: polling the controller failed; retrying")
                 await asyncio.sleep(1.0)
 
     # ---- calls to the slots ----------------------------------------------------------------
@@ -195,7 +312,14 @@ class Router:
         handle = self._slots[slot]
 
         async def send(version: str, Xs: list[np.ndarray]) -> list[Any]:
-            return await handle.predict_many.remote(version, Xs)
+            try:
+                return await handle.predict_many.remote(version, Xs)
+            except REPLICA_GONE as exc:
+                # The replica died with the call in flight (Serve re-routes only calls it had
+                # not accepted). A prediction is idempotent: send it once more, and Serve
+                # picks a live replica of the slot or queues it until one is back.
+                log.warning("router: slot %s replica lost mid-call (%r); retrying once", slot, exc)
+                return await handle.predict_many.remote(version, Xs)
 
         return send
 
@@ -208,8 +332,28 @@ class Router:
 
     # ---- records to the drift monitor, off the request path -------------------------------
     def _record(self, record: dict[str, Any]) -> None:
-        if self._records.add(record):
-            self._metrics.add("mlops_records_dropped", 1, (("reason", "buffer_full"),))
+        for reason, n in self._records.add_counted(record).items():
+            if n:
+                self._metrics.add("mlops_records_dropped", n, (("reason", reason),))
+
+    async def __del__(self) -> None:
+        """Serve's graceful stop: one last flush of the records to the monitor, then count
+        (metric and log) what could not be sent, so a stopped router's loss is visible."""
+        if not hasattr(self, "_records"):  # __init__ refused to start (a weak token)
+            return
+        conf = self._args["records"]
+        try:
+            while self._records.pending():
+                batch = self._records.take(conf["batch_size"])
+                await asyncio.wait_for(self._monitor.ingest.remote(batch), conf["flush_timeout_s"])
+        except Exception as exc:
+            log.warning("router: last flush of records at stop failed: %r", exc)
+        lost = self._records.discard_pending()
+        if lost:
+            self._metrics.add("mlops_records_dropped", lost, (("reason", "router_stopped"),))
+            log.warning("router: stopped with %d records not sent to the monitor", lost)
+        with contextlib.suppress(Exception):
+            self._metrics.flush()
 
     async def _flush_records(self) -> None:
         conf = self._args["records"]
@@ -261,23 +405,64 @@ class Router:
         state = self._state
         if state is None:
             return _error(503, "the rollout controller has not answered yet; retry shortly")
-        reason = state.get("last_error") or (
-            f"no version of {state['model_name']!r} has alias 'champion' in the MLflow "
-            "registry yet: run `make train` (or `python -m training`)"
-        )
-        return _error(503, reason)
-
-    def _check_admin(self, request: Request) -> Response | None:
-        if self._token is None:
+        if state.get("last_error"):
+            # The controller's error is exception text (registry URIs, hosts): admins read it
+            # in GET /admin/rollout, everyone else gets this.
             return _error(
-                503, f"admin API disabled: set {self._args['admin_token_env']} for the app"
+                503,
+                "the rollout controller reports an error and no model is routable; details: "
+                "GET /admin/rollout with the admin token, or the controller's log",
             )
+        return _error(
+            503,
+            f"no version of {state['model_name']!r} has alias 'champion' in the MLflow "
+            "registry yet: run `make train` (or `python -m training`)",
+        )
+
+    def _check_bearer(
+        self, request: Request, token: str | None, env_name: str, what: str
+    ) -> Response | None:
+        if token is None:
+            return _error(503, f"{what} disabled: set {env_name} for the app")
         auth = request.headers.get("authorization", "")
         if not auth.lower().startswith("bearer ") or not auth[7:].strip():
             return _error(401, "missing bearer token: send 'Authorization: Bearer <token>'")
-        if not hmac.compare_digest(auth[7:].strip().encode(), self._token.encode()):
-            return _error(403, "invalid admin token")
+        given = auth[7:].strip().encode("latin-1", "replace")
+        if not hmac.compare_digest(given, token.encode()):
+            return _error(403, f"invalid {what} token")
         return None
+
+    def _check_admin(self, request: Request) -> Response | None:
+        return self._check_bearer(request, self._token, self._args["admin_token_env"], "admin")
+
+    def _is_admin(self, request: Request) -> bool:
+        return "authorization" in request.headers and self._check_admin(request) is None
+
+    async def _read(self, request: Request, route: str, limit_key: str) -> bytes:
+        """The request's raw body, read no further than the route's byte limit and for no
+        longer than ``body_timeout_s``: a client trickling its body holds a router slot only
+        that long, whatever Serve's request timeout (a client can switch that one off with
+        its x-request-timeout-seconds header)."""
+        timeout_s = self._limits["body_timeout_s"]
+        try:
+            return await asyncio.wait_for(
+                schemas.read_body(
+                    request.stream(),
+                    request.headers.get("content-length"),
+                    self._limits[limit_key],
+                    route,
+                ),
+                timeout_s,
+            )
+        except TimeoutError:
+            raise InputError(
+                408, f"request body not received within {timeout_s:g} s; send it at once"
+            ) from None
+
+    async def _body(self, request: Request, route: str, limit_key: str) -> Any:
+        """The request's JSON body (see `_read`)."""
+        raw = await self._read(request, route, limit_key)
+        return schemas.parse_json(raw, self._limits["max_json_depth"])
 
     def _count(self, version: str, slot: str, route: str, outcome: str, t0: float) -> None:
         # Summed locally and handed to Ray once a second (Metrics.add): no metric call here.
@@ -298,17 +483,24 @@ class Router:
         t0 = time.perf_counter()
         if self._state is None:
             return self._not_ready()
+        request_id = uuid.uuid4().hex
         slot = version = "none"
+        pin = None
         try:
-            payload = schemas.parse_json(await request.body())
+            payload = await self._body(request, f"/{route}", "predict_body_bytes")
             rows, pin, key = rows_of(payload)
             if pin is None:
-                pin = request.headers.get("x-model-version")
+                pin = schemas.text_field(request.headers.get("x-model-version"), "X-Model-Version")
             if key is None:
-                key = request.headers.get("x-routing-key")
+                key = schemas.text_field(request.headers.get("x-routing-key"), "X-Routing-Key")
             slot, version = self._split.pick(pin, key)
             info = self._state["versions"][version]
-            X = schemas.to_matrix(rows, info["feature_names"], self._args["max_batch_rows"])
+            X = schemas.to_matrix(
+                rows,
+                info["feature_names"],
+                self._args["max_batch_rows"],
+                self._limits["max_abs_feature"],
+            )
             out = await self._coalescers[slot].submit(version, X)
         except InputError as exc:
             self._error_kind(version, "bad_input")
@@ -322,34 +514,8 @@ class Router:
             )
         except NoLiveModel:
             return self._not_ready()
-        except (BackPressureError, RayError, ModelError) as exc:
-            if isinstance(exc, BackPressureError):
-                kind = "overloaded"
-            elif isinstance(exc, (RayTaskError, ModelError)):
-                kind = "model_error"  # the model itself raised: a server fault, not the input
-            else:
-                kind = "replica"
-            self._error_kind(version, kind)
-            self._count(version, slot, route, "error", t0)
-            self._record(
-                {
-                    "kind": "request",
-                    "request_id": uuid.uuid4().hex,
-                    "model_version": version,
-                    "latency_ms": None,
-                    "error": kind,
-                    "ts": time.time(),
-                }
-            )
-            if kind == "overloaded":
-                return _error(503, "overloaded: too many requests queued for the model; retry")
-            if kind == "model_error":
-                log.error("router: v%s raised: %s", version, exc)
-                cause = exc.cause if isinstance(exc, ModelError) else repr(exc.cause)
-                return _error(500, f"model v{version} failed on this input: {cause}")
-            log.error("router: slot %s (v%s) call failed: %r", slot, version, exc)
-            return _error(503, f"model replica unavailable ({type(exc).__name__}); retry")
-        request_id = uuid.uuid4().hex
+        except Exception as exc:
+            return self._failed(exc, request_id, route, slot, version, pin is not None, t0)
         latency_ms = (time.perf_counter() - t0) * 1000
         out["request_id"] = request_id
         out["latency_ms"] = round(latency_ms, 3)
@@ -364,6 +530,9 @@ class Router:
                 "predictions": out["predictions"],
                 "latency_ms": latency_ms,
                 "error": None,
+                # Pinned requests are answered and metered but left out of the canary
+                # analysis: a client choosing the version must not steer a promotion.
+                "pinned": pin is not None,
                 "ts": time.time(),
             }
         )
@@ -377,6 +546,54 @@ class Router:
             self._spawn(self._mirror(X, out["predictions"], request_id))
         return out
 
+    def _failed(
+        self,
+        exc: Exception,
+        request_id: str,
+        route: str,
+        slot: str,
+        version: str,
+        pinned: bool,
+        t0: float,
+    ) -> Response:
+        """Count, record and answer a slot call that failed. The body never carries the
+        exception's text (it is in the log under the request id)."""
+        kind = classify_error(exc) or "internal"
+        self._error_kind(version, kind)
+        self._count(version, slot, route, "error", t0)
+        self._record(
+            {
+                "kind": "request",
+                "request_id": request_id,
+                "model_version": version,
+                "latency_ms": None,
+                "error": kind,
+                "pinned": pinned,
+                "ts": time.time(),
+            }
+        )
+        if kind == "overloaded":
+            return _error(503, "overloaded: too many requests queued for the model; retry")
+        if kind == "replica":
+            log.error(
+                "router: request %s: slot %s (v%s) unavailable: %r", request_id, slot, version, exc
+            )
+            return _error(
+                503,
+                f"model replica unavailable ({type(exc).__name__}); retry",
+                request_id=request_id,
+            )
+        if kind == "model_error":
+            cause = exc.cause if isinstance(exc, ModelError) else repr(exc.cause)
+            log.error("router: request %s: v%s raised: %s", request_id, version, cause)
+            return _error(
+                500,
+                f"model v{version} failed on this input; the error is in the server log under "
+                f"request id {request_id}",
+                request_id=request_id,
+            )
+        return _internal_error(f"/{route} (slot {slot}, v{version})", exc, request_id)
+
     # ---- routes --------------------------------------------------------------------------
     @api.post("/predict", openapi_extra=PREDICT_BODY)
     async def predict(self, request: Request):
@@ -384,9 +601,9 @@ class Router:
 
         def rows_of(payload):
             rows = schemas.predict_rows(payload)
-            pin = payload.get("model_version")
-            key = payload.get("routing_key")
-            return rows, None if pin is None else str(pin), None if key is None else str(key)
+            pin = schemas.text_field(payload.get("model_version"), "model_version")
+            key = schemas.text_field(payload.get("routing_key"), "routing_key")
+            return rows, pin, key
 
         out = await self._run(request, "predict", rows_of)
         if isinstance(out, Response):
@@ -412,16 +629,34 @@ class Router:
     async def feedback(self, request: Request):
         """Ground truth for earlier predictions: {request_id, label} or a list of them.
 
-        Unknown or expired request ids are counted in the answer, not refused."""
+        Needs 'Authorization: Bearer <feedback token>' (labels steer retraining and
+        promotion); an optional 'X-Label-Source' header names the label source
+        ([A-Za-z0-9_.-], at most 64; default "default") so the monitor can bound one source's
+        share of a window. Unknown or expired request ids are counted in the answer, not
+        refused."""
+        denied = self._check_bearer(
+            request, self._feedback_token, self._args["feedback_token_env"], "feedback"
+        )
+        if denied is not None:
+            return denied
+        source = request.headers.get("x-label-source", "default")
+        if not LABEL_SOURCE.fullmatch(source):
+            return _error(
+                422, "X-Label-Source must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-'"
+            )
         try:
-            items = schemas.feedback_items(schemas.parse_json(await request.body()))
+            body = await self._body(request, "/feedback", "feedback_body_bytes")
+            items = schemas.feedback_items(body)
         except InputError as exc:
             return _error(exc.status, exc.detail)
         try:
-            counts = await self._monitor.feedback.remote(items)
-        except RayError as exc:
-            log.error("router: monitor unavailable for feedback: %r", exc)
-            return _error(503, "drift monitor unavailable (restarting?); retry the feedback")
+            counts = await self._monitor.feedback.remote(items, source=source)
+        except Exception as exc:
+            if classify_error(exc) == "replica":
+                log.error("router: monitor unavailable for feedback: %r", exc)
+                return _error(503, "drift monitor unavailable (restarting?); retry the feedback")
+            # The monitor raised (a RayTaskError) or something else broke: our fault.
+            return _internal_error(f"feedback of {len(items)} items", exc)
         for outcome, n in counts.items():
             if n:
                 self._metrics.add("mlops_feedback", n, (("outcome", outcome),))
@@ -438,6 +673,14 @@ class Router:
             "champion": state["champion"] if state else None,
             "slots": state["slots"] if state else {},
             "weights": state["weights"] if state else {},
+            # False while the controller cannot reach MLflow: traffic follows the last known
+            # state (provisional: rebuilt from what the replicas hold after a restart).
+            "registry_reachable": (
+                state.get("registry_reachable", True) and not self._registry_unknown
+                if state
+                else None
+            ),
+            "provisional": bool(state.get("provisional")) if state else False,
         }
         if not self._split.ready:
             body["detail"] = json.loads(self._not_ready().body)["detail"]
@@ -462,12 +705,15 @@ class Router:
         )
 
     @api.get("/monitor/status")
-    async def monitor_status(self):
-        """Drift monitor: scores per feature, accuracy, last trigger and why, retraining."""
+    async def monitor_status(self, request: Request):
+        """Drift monitor: scores per feature, accuracy, last trigger and why, retraining.
+
+        Error texts (a failed retraining's exception) are shown with the admin token only."""
         try:
-            return _json(await self._monitor.status.remote())
-        except RayError as exc:
+            status = await self._monitor.status.remote()
+        except (RayError, DeploymentUnavailableError, ReplicaUnavailableError) as exc:
             return _error(503, f"drift monitor unavailable: {type(exc).__name__}")
+        return _json(status if self._is_admin(request) else redact_errors(status))
 
     # ---- admin ---------------------------------------------------------------------------
     async def _admin(self, request: Request, call) -> Response:
@@ -475,15 +721,22 @@ class Router:
         if denied is not None:
             return denied
         try:
-            body = schemas.parse_json(await request.body()) if request.method != "GET" else {}
-        except InputError:
             body = {}
-        if body and not isinstance(body, dict):
-            return _error(422, "expected a JSON object")
-        try:
-            result = await call(body or {})
+            if request.method != "GET":
+                raw = await self._read(request, request.url.path, "admin_body_bytes")
+                # No body (or only whitespace) is an empty request: promote, pause, ...
+                if raw.strip():
+                    body = schemas.parse_json(raw, self._limits["max_json_depth"])
+            if not isinstance(body, dict):
+                raise InputError(422, "expected a JSON object")
+            result = await call(body)
         except InputError as exc:
             return _error(exc.status, exc.detail)
+        except Exception as exc:
+            if classify_error(exc) == "replica":
+                log.error("router: controller call for %s failed: %r", request.url.path, exc)
+                return _error(503, f"rollout controller unavailable ({type(exc).__name__}); retry")
+            return _internal_error(f"admin {request.url.path}", exc)
         if isinstance(result, dict) and result.get("error"):
             return _json(result, 409)
         return _json(result)
@@ -516,9 +769,10 @@ class Router:
         """Admin: start a canary rollout of {"version": "N"}."""
 
         async def call(body):
-            if "version" not in body:
+            version = schemas.text_field(body.get("version"), "version", 64)
+            if version is None:
                 raise InputError(422, 'expected {"version": "<registered version>"}')
-            return await self._controller.start_rollout.remote(str(body["version"]))
+            return await self._controller.start_rollout.remote(version)
 
         return await self._admin(request, call)
 
@@ -527,7 +781,7 @@ class Router:
         """Admin: promote the challenger now."""
         return await self._admin(
             request,
-            lambda b: self._controller.promote.remote(b.get("reason", "promoted by an operator")),
+            lambda b: self._controller.promote.remote(schemas.reason(b, "promoted by an operator")),
         )
 
     @api.post("/admin/rollout/rollback")
@@ -536,7 +790,7 @@ class Router:
         return await self._admin(
             request,
             lambda b: self._controller.rollback.remote(
-                b.get("reason", "rolled back by an operator")
+                schemas.reason(b, "rolled back by an operator")
             ),
         )
 
@@ -555,10 +809,8 @@ class Router:
         """Admin: set slot weights by hand, e.g. {"blue": 0.8, "green": 0.2}; pauses a rollout."""
 
         async def call(body):
-            if not body or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in body.values()
-            ):
-                raise InputError(422, 'expected {"blue": <weight>, "green": <weight>}')
-            return await self._controller.set_weights.remote(body)
+            # Checked here too (the controller checks again): NaN or infinity saved to the
+            # registry would leave no routable slot.
+            return await self._controller.set_weights.remote(schemas.weights(body))
 
         return await self._admin(request, call)

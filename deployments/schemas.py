@@ -8,9 +8,19 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
+
+# Largest finite float32: tree models cast their input to float32 and raise beyond it, and a
+# value this large already means a broken client; the default magnitude bound on features.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Deepest JSON any route needs is 4 (an object of a list of rows of cells, or a feedback item
+# with a label list); Python's own parser gives up near 1,000 with a RecursionError.
+MAX_JSON_DEPTH = 32
+# Types a JSON decoder makes that hold no nesting: a list of only these needs no deeper look.
+_SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
 class InputError(Exception):
@@ -22,15 +32,111 @@ class InputError(Exception):
         self.detail = detail
 
 
-def parse_json(body: bytes) -> Any:
+async def read_body(
+    chunks: AsyncIterator[bytes], content_length: str | None, limit: int, route: str
+) -> bytes:
+    """Read a request body of at most ``limit`` bytes, or raise `InputError` 413 (400 for a
+    malformed Content-Length).
+
+    A declared length over the limit is refused before a byte of the body is read; a body sent
+    without one (chunked) or longer than declared is counted while it streams and refused as
+    soon as it passes the limit, so a router never holds more than ``limit`` bytes of it."""
+    too_large = (
+        f"request body is over the limit of {limit} bytes for {route}; split it into smaller "
+        "requests"
+    )
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise InputError(400, "invalid Content-Length header: expected a byte count") from None
+        if declared < 0:
+            raise InputError(400, "invalid Content-Length header: expected a byte count")
+        if declared > limit:
+            raise InputError(413, too_large)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise InputError(413, too_large)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists/objects deeper than ``limit`` (iterative: a deep value
+    must not exhaust the stack here either)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        children = v.values() if isinstance(v, dict) else v
+        if depth > limit:
+            return True
+        # set(map(type, ...)) runs in C: a row of 30 numbers costs one call, not 30.
+        if set(map(type, children)) <= _SCALARS:
+            continue
+        for c in children:
+            if isinstance(c, (list, dict)):
+                stack.append((c, depth + 1))
+    return False
+
+
+def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Decode a JSON body, or raise `InputError` 400 (empty, invalid, nested too deeply)."""
     if not body:
         raise InputError(400, "empty request body; expected a JSON object")
+    too_deep = (
+        f"request body nests JSON arrays/objects deeper than {max_depth} levels; "
+        'expected e.g. {"features": [[...], ...]}'
+    )
     try:
-        return json.loads(body)
+        value = json.loads(body)
+    except RecursionError:
+        raise InputError(400, too_deep) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(
-            400, f"request body is not valid JSON ({exc}); expected a JSON object"
+            400, f"request body is not valid JSON ({_clip(str(exc))}); expected a JSON object"
         ) from exc
+    if isinstance(value, (list, dict)) and _too_deep(value, max_depth):
+        raise InputError(400, too_deep)
+    return value
+
+
+def _clip(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _show(v: Any) -> str:
+    """A short, safe rendering of a client's value for an error message: containers by type
+    and size (their repr can be huge or deeply nested), long numbers and strings clipped."""
+    if isinstance(v, list):
+        return f"a list of {len(v)} items"
+    if isinstance(v, dict):
+        return f"an object with {len(v)} keys"
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10**20:
+        return f"an integer of {len(str(abs(v)))} digits"
+    return _clip(repr(v))
+
+
+def text_field(value: Any, name: str, max_len: int = 256) -> str | None:
+    """A short text field (``model_version``, ``routing_key``): a string or number of at most
+    ``max_len`` characters, valid UTF-8 (JSON can carry a lone surrogate escape such as
+    "\\ud800", which no encoder accepts). ``None`` stays ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InputError(422, f"{name} must be a string, got {type(value).__name__}")
+    text = str(value)
+    if not text or len(text) > max_len:
+        raise InputError(422, f"{name} must be 1 to {max_len} characters, got {len(text)}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(
+            422, f"{name} is not valid Unicode text (a lone surrogate escape); send UTF-8 text"
+        ) from None
+    return text
 
 
 def _expect_object(payload: Any) -> dict:
@@ -67,24 +173,43 @@ def _rows_from_records(records: list, feature_names: list[str]) -> list[list[Any
     return rows
 
 
-def _bad_cell(rows: list, n_features: int) -> str:
+def _bad_cell(rows: list, n_features: int, max_abs: float) -> str:
     for i, row in enumerate(rows):
         if not isinstance(row, list):
             return f"row {i} is a {type(row).__name__}, expected a list of {n_features} numbers"
         for j, v in enumerate(row):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                return f"row {i}, feature {j}: {v!r} is not a number"
-            if not math.isfinite(v):
                 return (
-                    f"row {i}, feature {j}: {v!r} is not a finite number "
+                    f"row {i}, feature {j}: {_show(v)} is not a number; each cell must be one "
+                    "number (a row is a flat list, not a list of lists)"
+                )
+            try:
+                x = float(v)  # an integer literal of 400 digits overflows here
+            except OverflowError:
+                x = math.inf
+            if isinstance(v, float) and not math.isfinite(v):
+                return (
+                    f"row {i}, feature {j}: {_show(v)} is not a finite number "
                     "(NaN and infinity are refused)"
                 )
-    return "values must be finite numbers"
+            if not abs(x) <= max_abs:
+                return (
+                    f"row {i}, feature {j}: {_show(v)} is too large; expected a number of "
+                    f"magnitude at most {max_abs:.7g}"
+                )
+    return f"values must be finite numbers of magnitude at most {max_abs:.7g}"
 
 
-def to_matrix(rows: Any, feature_names: list[str], max_rows: int) -> np.ndarray:
+def to_matrix(
+    rows: Any, feature_names: list[str], max_rows: int, max_abs: float = FLOAT32_MAX
+) -> np.ndarray:
     """Turn rows (one or many, lists or objects keyed by feature name) into a float matrix
-    of shape (n, len(feature_names)), or raise `InputError`."""
+    of shape (n, len(feature_names)), or raise `InputError`.
+
+    Every cell must be a number of magnitude at most ``max_abs``: a list as a cell (a 3-D
+    input, or ``features`` given as an object of columns), a finite value beyond float32 (tree
+    models cast to float32 and raise) or 1e308 (a scaler overflows) is the client's error, not
+    the model's."""
     n_features = len(feature_names)
     if isinstance(rows, dict):
         rows = [rows]
@@ -114,16 +239,25 @@ def to_matrix(rows: Any, feature_names: list[str], max_rows: int) -> np.ndarray:
             )
     # numpy would silently turn true/false into 1/0.
     if any(type(v) is bool for row in rows for v in row):
-        raise InputError(422, _bad_cell(rows, n_features))
+        raise InputError(422, _bad_cell(rows, n_features, max_abs))
     try:
         arr = np.asarray(rows)
-    except (ValueError, TypeError):
-        raise InputError(422, _bad_cell(rows, n_features)) from None
-    if arr.dtype.kind not in "iuf":
-        raise InputError(422, _bad_cell(rows, n_features))
+    except (ValueError, TypeError, OverflowError):
+        raise InputError(422, _bad_cell(rows, n_features, max_abs)) from None
+    if arr.dtype.kind == "O" and arr.ndim == 2:
+        # Integers past int64 make an object array; as floats they may still be in bounds.
+        if not all(type(v) in (int, float) for row in rows for v in row):
+            raise InputError(422, _bad_cell(rows, n_features, max_abs))
+        try:
+            arr = np.array(rows, dtype=np.float64)
+        except OverflowError:
+            raise InputError(422, _bad_cell(rows, n_features, max_abs)) from None
+    # ndim: equal-length lists as cells make a 3-D float array that passes the dtype test.
+    if arr.ndim != 2 or arr.dtype.kind not in "iuf":
+        raise InputError(422, _bad_cell(rows, n_features, max_abs))
     arr = arr.astype(np.float64, copy=False)
-    if not np.isfinite(arr).all():
-        raise InputError(422, _bad_cell(rows, n_features))
+    if not (np.abs(arr) <= max_abs).all():  # False for NaN too
+        raise InputError(422, _bad_cell(rows, n_features, max_abs))
     return arr
 
 
@@ -163,6 +297,13 @@ def invocation_rows(payload: Any, feature_names: list[str]) -> Any:
             return data
         if not isinstance(columns, list) or not isinstance(data, list):
             raise InputError(422, "dataframe_split: columns and data must be lists")
+        bad = [i for i, c in enumerate(columns) if not isinstance(c, str)]
+        if bad:
+            raise InputError(
+                422,
+                f"dataframe_split: column {bad[0]} is {_show(columns[bad[0]])}, not a string; "
+                f"columns must be feature names: {feature_names}",
+            )
         records = []
         for i, row in enumerate(data):
             if not isinstance(row, list) or len(row) != len(columns):
@@ -189,7 +330,12 @@ MAX_FEEDBACK_ITEMS = 10_000
 
 
 def _label_ok(v: Any) -> bool:
-    return isinstance(v, (int, float, str)) and not (isinstance(v, float) and not math.isfinite(v))
+    if isinstance(v, str):
+        return 0 < len(v) <= 256 and _utf8(v)
+    if isinstance(v, float):
+        return math.isfinite(v)
+    # A class label fits int64; a 400-digit integer is not one (numpy would overflow on it).
+    return isinstance(v, int) and -(2**63) <= v < 2**63
 
 
 def feedback_items(payload: Any) -> list[dict[str, Any]]:
@@ -211,14 +357,70 @@ def feedback_items(payload: Any) -> list[dict[str, Any]]:
                 422, f"feedback item {i}: expected an object with 'request_id' and 'label'"
             )
         rid, label = item["request_id"], item["label"]
-        if not isinstance(rid, str) or not rid:
-            raise InputError(422, f"feedback item {i}: request_id must be a non-empty string")
+        if not isinstance(rid, str) or not 0 < len(rid) <= 128 or not _utf8(rid):
+            raise InputError(
+                422,
+                f"feedback item {i}: request_id must be a non-empty string of at most 128 "
+                "characters (the request_id a prediction answered)",
+            )
         labels = label if isinstance(label, list) else [label]
         if not labels or not all(_label_ok(v) for v in labels):
             raise InputError(
                 422,
-                f"feedback item {i}: label must be a class label (number or string) or a "
-                "list of them for a multi-row request",
+                f"feedback item {i}: label must be a class label (an integer, a finite number "
+                "or a string of at most 256 characters) or a list of them for a multi-row "
+                "request",
             )
         out.append({"request_id": rid, "label": label})
     return out
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+MAX_WEIGHT = 1e6
+
+
+def weights(body: Any, slots: tuple[str, ...] = ("blue", "green")) -> dict[str, float]:
+    """Validate an ``/admin/weights`` body: known slot names, finite weights in
+    [0, MAX_WEIGHT], at least one positive. A NaN or infinite weight saved to the registry
+    would leave no routable slot."""
+    expected = '{"blue": <weight>, "green": <weight>}'
+    if not isinstance(body, dict) or not body:
+        raise InputError(422, f"expected {expected}")
+    unknown = sorted(k for k in body if k not in slots)
+    if unknown:
+        raise InputError(
+            422, f"unknown slots {[_clip(k, 40) for k in unknown]}; slots are {list(slots)}"
+        )
+    out = {}
+    for slot, w in body.items():
+        ok = isinstance(w, (int, float)) and not isinstance(w, bool)
+        if ok:
+            try:
+                ok = 0.0 <= float(w) <= MAX_WEIGHT  # False for NaN
+            except OverflowError:
+                ok = False
+        if not ok:
+            raise InputError(
+                422,
+                f"weight of {slot} is {_show(w)}; expected a finite number from 0 to "
+                f"{MAX_WEIGHT:g}, as in {expected}",
+            )
+        out[slot] = float(w)
+    if not any(out.values()):
+        raise InputError(422, "at least one slot needs a positive weight")
+    return out
+
+
+def reason(body: dict, default: str) -> str:
+    """The optional ``reason`` of a promote/rollback body: a string of at most 500 characters."""
+    value = body.get("reason", default)
+    if not isinstance(value, str) or not 0 < len(value) <= 500 or not _utf8(value):
+        raise InputError(422, "reason must be a string of 1 to 500 characters")
+    return value

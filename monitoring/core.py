@@ -25,6 +25,7 @@ Trigger logic, per detector (``ks``, ``psi``, ``chi2``, ``accuracy``):
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import OrderedDict
@@ -47,6 +48,11 @@ from monitoring.windows import Labelled, LabelWindow, Pending, RequestIndex, Row
 FEATURE_DETECTORS = ("ks", "psi", "chi2")
 
 
+def is_pinned(record: dict[str, Any]) -> bool:
+    """Whether a router record comes from a request that pinned its model version."""
+    return record.get("pinned") is True
+
+
 def normalize_label(value: Any) -> Any:
     """A hashable, JSON-friendly label: numpy scalars to Python, whole floats to int.
 
@@ -58,6 +64,35 @@ def normalize_label(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+# Label sources tracked one by one in status; more are counted together under OTHER_SOURCE.
+MAX_SOURCES = 64
+OTHER_SOURCE = "(other)"
+# Fixed cost of one waiting early label (its entry, request id and timestamps), and Python
+# bytes per character of the label's JSON (a float's 4 to 20 characters become a 32-byte
+# object and a list slot): rough, on the generous side.
+EARLY_OVERHEAD_BYTES = 300
+EARLY_BYTES_PER_CHAR = 4
+
+
+def label_bytes(label: Any) -> int:
+    """Estimated memory of one ``/feedback`` label (a scalar or a list, as parsed from JSON)."""
+    try:
+        text = json.dumps(label, default=str)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(label)
+    return EARLY_OVERHEAD_BYTES + EARLY_BYTES_PER_CHAR * len(text)
+
+
+@dataclass
+class _Early:
+    """A label waiting for its prediction record."""
+
+    label: Any
+    ts: float
+    source: str
+    nbytes: int
 
 
 @dataclass
@@ -123,8 +158,12 @@ class DriftMonitorCore:
         self._retraining = {"started": 0, "succeeded": 0, "failed": 0}
         self._records = {"accepted": 0, "rows": 0, "errors": 0, "invalid": 0, "ignored": 0}
         self._feedback = {"accepted": 0, "unknown": 0, "duplicate": 0, "invalid": 0, "pending": 0}
-        # Labels that arrived before their prediction record: rid -> (label, received at).
-        self._early: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        # Labels that arrived before their prediction record, bounded by count and bytes.
+        self._early: OrderedDict[str, _Early] = OrderedDict()
+        self._early_bytes = 0
+        # Per label source: labels accepted, and rows of its own it displaced in a labelled
+        # window because it was at its limit (see LabelWindow). At most MAX_SOURCES entries.
+        self._sources: dict[str, dict[str, int]] = {}
 
     # ---- versions and references -------------------------------------------------------
     @property
@@ -250,24 +289,41 @@ class DriftMonitorCore:
         v.rows.append(X, preds)
         rid = rec.get("request_id")
         if isinstance(rid, str) and rid:
-            entry = Pending(str(rec["model_version"]), X, preds, ts)
+            entry = Pending(str(rec["model_version"]), X, preds, ts, pinned=is_pinned(rec))
             self._index.put(rid, entry, now)
-            early = self._early.pop(rid, None)
+            early = self._pop_early(rid)
             if early is not None:
                 self._feedback["pending"] -= 1
-                self._feedback[self._join(entry, early[0], now)] += 1
+                self._feedback[self._join(entry, early.label, now, early.source)] += 1
         return "accepted", len(X)
+
+    def _pop_early(self, rid: str) -> _Early | None:
+        early = self._early.pop(rid, None)
+        if early is not None:
+            self._early_bytes -= early.nbytes
+        return early
+
+    def _drop_oldest_early(self) -> None:
+        """The oldest waiting label gives up: it counts as unknown."""
+        _, early = self._early.popitem(last=False)
+        self._early_bytes -= early.nbytes
+        self._feedback["pending"] -= 1
+        self._feedback["unknown"] += 1
 
     def _expire_early(self, now: float) -> None:
         """Labels whose record never came within the grace period are unknown after all."""
         limit = now - self.cfg.feedback_grace_s
-        while self._early and next(iter(self._early.values()))[1] < limit:
-            self._early.popitem(last=False)
-            self._feedback["pending"] -= 1
-            self._feedback["unknown"] += 1
+        while self._early and next(iter(self._early.values())).ts < limit:
+            self._drop_oldest_early()
 
-    def add_feedback(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+    def add_feedback(self, items: list[dict[str, Any]], source: str = "default") -> dict[str, Any]:
         """Join ground-truth labels to earlier predictions by request id.
+
+        ``source`` names who sent the labels (the label source the router authenticated): a
+        version's labelled window limits how much of it one source may hold (``max_source_share``
+        while two or more sources have labels in it, ``max_labels_per_source`` always); a label
+        from a source at its limit replaces that source's own oldest label, counted as
+        ``displaced`` for the source in `status`.
 
         Each item is ``{"request_id": str, "label": label}``, ``label`` a list (one per row,
         in row order) for a multi-row request. Returns counts for this batch:
@@ -289,12 +345,20 @@ class DriftMonitorCore:
         self._expire_early(now)
         out: dict[str, int] = dict.fromkeys(self._feedback, 0)
         for item in items:
-            out[self._add_one_feedback(item, now)] += 1
+            out[self._add_one_feedback(item, now, source)] += 1
         for k in self._feedback:
             self._feedback[k] += out[k]
         return out
 
-    def _add_one_feedback(self, item: Any, now: float) -> str:
+    def _source_stats(self, source: str) -> dict[str, int]:
+        stats = self._sources.get(source)
+        if stats is None:
+            if len(self._sources) >= MAX_SOURCES:
+                source = OTHER_SOURCE
+            stats = self._sources.setdefault(source, {"accepted": 0, "displaced": 0})
+        return stats
+
+    def _add_one_feedback(self, item: Any, now: float, source: str) -> str:
         if not isinstance(item, dict) or "label" not in item:
             return "invalid"
         rid = item.get("request_id")
@@ -305,27 +369,44 @@ class DriftMonitorCore:
             # Records travel in batches, so a quick client's label can beat its record here.
             if rid in self._early:
                 return "duplicate"
-            if self.cfg.feedback_grace_s <= 0 or self.cfg.feedback_grace_items <= 0:
+            cfg = self.cfg
+            nbytes = label_bytes(item["label"])
+            if (
+                cfg.feedback_grace_s <= 0
+                or cfg.feedback_grace_items <= 0
+                or nbytes > cfg.feedback_grace_bytes
+            ):
                 return "unknown"
-            if len(self._early) >= self.cfg.feedback_grace_items:
-                self._early.popitem(last=False)
-                self._feedback["pending"] -= 1
-                self._feedback["unknown"] += 1
-            self._early[rid] = (item["label"], now)
+            # Oldest waiting labels make room (count and bytes bound); they count as unknown.
+            while self._early and (
+                len(self._early) >= cfg.feedback_grace_items
+                or self._early_bytes + nbytes > cfg.feedback_grace_bytes
+            ):
+                self._drop_oldest_early()
+            self._early[rid] = _Early(item["label"], now, source, nbytes)
+            self._early_bytes += nbytes
             return "pending"
-        return self._join(entry, item["label"], now)
+        return self._join(entry, item["label"], now, source)
 
-    def _join(self, entry: Pending, label: Any, now: float) -> str:
+    def _join(self, entry: Pending, label: Any, now: float, source: str) -> str:
         if entry.labelled:
             return "duplicate"
         labels = list(label) if isinstance(label, (list, tuple)) else [label]
         if len(labels) != entry.rows:
             return "invalid"
         v = self._version(entry.version)
+        stats = self._source_stats(source)
+        share, per_source = self.cfg.max_source_share, self.cfg.max_labels_per_source
         for row, pred, lab in zip(entry.features, entry.predictions, labels, strict=True):
-            v.labels.append(Labelled(row.copy(), pred, v.canonical(lab), now))
+            item = Labelled(row.copy(), pred, v.canonical(lab), now, source, entry.pinned)
+            stats["displaced"] += v.labels.append(item, share, per_source)
+        stats["accepted"] += 1
         entry.labelled = True
         return "accepted"
+
+    def displaced_total(self) -> int:
+        """Labelled rows displaced by the per-source limits so far, every source together."""
+        return sum(s["displaced"] for s in self._sources.values())
 
     # ---- evaluation and trigger ----------------------------------------------------------
     def evaluate(self, now: float | None = None) -> DriftReport:
@@ -493,11 +574,13 @@ class DriftMonitorCore:
     # ---- data out ------------------------------------------------------------------------
     def labelled_since(self, version: str, since: float) -> tuple[int, int]:
         """(labelled rows, correct rows) of ``version`` whose label arrived at or after
-        ``since``: the accuracy evidence the canary analysis compares between versions."""
+        ``since``: the accuracy evidence the canary analysis compares between versions.
+        Rows of requests that pinned their version are left out: a caller who picks the
+        version must not pick the evidence too."""
         v = self._versions.get(str(version))
         if v is None:
             return 0, 0
-        items = [it for it in v.labels.items() if it.ts >= since]
+        items = [it for it in v.labels.items() if it.ts >= since and not it.pinned]
         return len(items), sum(1 for it in items if it.correct)
 
     def labelled_feedback(self, version: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -574,6 +657,7 @@ class DriftMonitorCore:
                 "window_accuracy": v.labels.correct() / labelled if labelled else None,
                 "has_reference": v.reference is not None,
                 "baseline_accuracy": v.baseline_accuracy,
+                "window_sources": v.labels.sources(),
             }
         champ = versions.get(self._champion) if self._champion else None
         features = {}
@@ -601,6 +685,13 @@ class DriftMonitorCore:
             "versions": versions,
             "records": dict(self._records),
             "feedback": dict(self._feedback),
+            "feedback_sources": {k: dict(v) for k, v in self._sources.items()},
+            "early_labels": {
+                "entries": len(self._early),
+                "bytes": self._early_bytes,
+                "max_entries": self.cfg.feedback_grace_items,
+                "max_bytes": self.cfg.feedback_grace_bytes,
+            },
             "request_index": {
                 "entries": len(self._index),
                 "rows": self._index.rows,

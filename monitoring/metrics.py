@@ -56,6 +56,11 @@ SPECS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Records dropped on the way to the drift monitor",
         ("reason",),
     ),
+    "mlops_registry_reachable": (
+        "gauge",
+        "1 when the MLflow registry answered the rollout controller's last call",
+        (),
+    ),
 }
 
 

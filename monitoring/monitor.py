@@ -26,7 +26,7 @@ from ray import serve
 
 from configs import DriftConfig, TrainingConfig
 from deployments.analysis import VersionStats
-from monitoring.core import DriftMonitorCore
+from monitoring.core import DriftMonitorCore, is_pinned
 from monitoring.metrics import Metrics
 from training import registry
 
@@ -38,6 +38,7 @@ MONITOR_METRICS = [
     "mlops_drift_detected",
     "mlops_retraining_runs",
     "mlops_shadow_agreement",
+    "mlops_feedback",
 ]
 
 
@@ -64,6 +65,8 @@ def retraining_task(
         holdout_fraction=retraining["holdout_fraction"],
         recent_weight=retraining["recent_weight"],
         base_data=retraining["base_data"],
+        base_tolerance=retraining["base_tolerance"],
+        base_min_score=retraining.get("base_min_score"),
     )
     return result.to_dict()
 
@@ -108,25 +111,43 @@ class DriftMonitor:
         return stats
 
     async def ingest(self, records: list[dict[str, Any]]) -> int:
-        """Records from routers (see `Router._record`); returns how many were taken."""
+        """Records from routers (see `Router._record`); returns how many were taken.
+
+        Records of requests that pinned their model version (``"pinned": true``) stay out of
+        the canary numbers (requests, errors, latency; their labels out of the accuracy test):
+        whoever picks the version could otherwise pick the evidence, failing a good challenger
+        with inputs that make it raise or flattering a bad one. Their rows still feed the
+        drift windows, as any traffic of that version."""
         rows = []
         for rec in records:
             version = rec.get("model_version") or "none"
             if rec.get("kind") == "shadow":
                 self._version_stats(version).add_shadow(rec["ts"], rec["rows"], rec["agree"])
                 continue
-            self._version_stats(version).add_request(
-                rec["ts"], rec.get("latency_ms") or 0.0, rec.get("error") is not None
-            )
+            if not is_pinned(rec):
+                self._version_stats(version).add_request(
+                    rec["ts"], rec.get("latency_ms") or 0.0, rec.get("error") is not None
+                )
             if rec.get("error") is None:
                 rows.append(rec)
         if rows:
             self._core.add_records(rows)
         return len(records)
 
-    async def feedback(self, items: list[dict[str, Any]]) -> dict[str, int]:
-        """Join labels to predictions by request id; unknown / expired ids are counted."""
-        return self._core.add_feedback(items)
+    async def feedback(
+        self, items: list[dict[str, Any]], source: str = "default"
+    ) -> dict[str, int]:
+        """Join labels to predictions by request id; unknown / expired ids are counted.
+
+        ``source`` is the label source the router accepted the labels from (its credential's
+        id): it bounds how much of a labelled window one source holds (see
+        `DriftMonitorCore.add_feedback`)."""
+        before = self._core.displaced_total()
+        counts = self._core.add_feedback(items, source=str(source))
+        displaced = self._core.displaced_total() - before
+        if displaced:
+            self._metrics.add("mlops_feedback", displaced, (("outcome", "source_capped"),))
+        return counts
 
     async def version_stats(self, versions: list[str], since: float) -> dict[str, dict]:
         """Per-version numbers since ``since`` (wall clock) for the canary analysis."""

@@ -7,6 +7,7 @@ when full, so memory does not grow with traffic. Plain Python and numpy, no Ray.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
@@ -80,12 +81,18 @@ class RowWindow:
 
 @dataclass
 class Labelled:
-    """One row with its prediction and the ground truth sent later to ``/feedback``."""
+    """One row with its prediction and the ground truth sent later to ``/feedback``.
+
+    ``source`` is the label source (the credential the router accepted the label under);
+    ``pinned`` says the request pinned its model version, so it is left out of the canary
+    comparison."""
 
     features: np.ndarray
     prediction: Any
     label: Any
     ts: float
+    source: str = "default"
+    pinned: bool = False
 
     @property
     def correct(self) -> bool:
@@ -94,22 +101,72 @@ class Labelled:
 
 
 class LabelWindow:
-    """The newest ``capacity`` labelled rows, in order of arrival of the label."""
+    """The newest ``capacity`` labelled rows, in order of arrival of the label, with a limit on
+    how much of the window one label source may hold.
+
+    ``source_limit(source)`` (from `append`'s arguments) is how many rows ``source`` may hold:
+    ``max_per_source`` when given, and, while the window holds rows of any other source,
+    ``max_share`` of ``capacity``. A row from a source at its limit replaces that source's own
+    oldest row instead of the window's oldest, so one source cannot push the others' labels out;
+    `append` says when that happened (the monitor counts it per source). With a single source
+    and no ``max_per_source`` the window is a plain FIFO.
+    """
 
     def __init__(self, capacity: int):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self._items: deque[Labelled] = deque(maxlen=capacity)
+        self._items: deque[Labelled] = deque()
+        self._by_source: dict[str, int] = {}
         self.total = 0
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def append(self, item: Labelled) -> None:
-        """Add one labelled row, dropping the oldest when full."""
+    def source_limit(
+        self, source: str, max_share: float = 1.0, max_per_source: int | None = None
+    ) -> int:
+        """Rows ``source`` may hold in the window right now (see the class docstring)."""
+        limit = self.capacity if max_per_source is None else min(self.capacity, max_per_source)
+        others = len(self._items) - self._by_source.get(source, 0)
+        if others > 0:
+            limit = min(limit, max(1, math.floor(max_share * self.capacity)))
+        return limit
+
+    def append(
+        self, item: Labelled, max_share: float = 1.0, max_per_source: int | None = None
+    ) -> bool:
+        """Add one labelled row; return True when it replaced an older row of its own source
+        (the source was at its limit), False when it took a free place or the window's
+        oldest row's."""
+        source = item.source
+        displaced = False
+        limit = self.source_limit(source, max_share, max_per_source)
+        # A limit of the whole capacity is no limit: the plain FIFO below handles a full window.
+        if limit < self.capacity and self._by_source.get(source, 0) >= limit:
+            for i, old in enumerate(self._items):
+                if old.source == source:
+                    del self._items[i]
+                    self._count(source, -1)
+                    displaced = True
+                    break
+        if len(self._items) >= self.capacity:
+            self._count(self._items.popleft().source, -1)
         self._items.append(item)
+        self._count(source, 1)
         self.total += 1
+        return displaced
+
+    def _count(self, source: str, n: int) -> None:
+        left = self._by_source.get(source, 0) + n
+        if left > 0:
+            self._by_source[source] = left
+        else:
+            self._by_source.pop(source, None)
+
+    def sources(self) -> dict[str, int]:
+        """Rows per label source in the window."""
+        return dict(self._by_source)
 
     def items(self) -> list[Labelled]:
         """The labelled rows, oldest first."""
@@ -122,6 +179,7 @@ class LabelWindow:
     def clear(self) -> None:
         """Forget the labelled rows (``total`` stays)."""
         self._items.clear()
+        self._by_source.clear()
 
 
 @dataclass
@@ -133,6 +191,7 @@ class Pending:
     predictions: list[Any]
     ts: float
     labelled: bool = False
+    pinned: bool = False  # the request pinned its model version (not in canary numbers)
 
     @property
     def rows(self) -> int:

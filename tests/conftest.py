@@ -12,7 +12,9 @@ import pytest
 
 from tests.helpers import free_port, wait_until
 
-ADMIN_TOKEN = "test-admin-token"
+# At least 24 characters: the router refuses shorter tokens and known placeholders at start.
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+FEEDBACK_TOKEN = "test-feedback-token-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
@@ -30,10 +32,29 @@ def ray_cluster(mlflow_uri):
     from ray import serve
 
     os.environ["MLOPS_ADMIN_TOKEN"] = ADMIN_TOKEN
+    os.environ["MLOPS_FEEDBACK_TOKEN"] = FEEDBACK_TOKEN
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     port = free_port()
-    # address="local": never join a cluster that `make run` may have started on this machine.
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # Fault injection (tests/faults.py) registers wrapper models that only cloudpickle can
+    # carry; the model servers of this session may load them. Set for the cluster's processes
+    # only (they inherit the environment when Ray starts) and restored for this one, so the
+    # unit tests of training/safe_load.py still see the default (skops only).
+    allow = {
+        "MLOPS_MODEL_LOADING__ALLOWED_FORMATS": "[skops, cloudpickle]",
+        "MLOPS_MODEL_LOADING__ALLOWED_ESTIMATORS": "[tests.faults.FlakyModel, "
+        "tests.faults.PoisonRowModel]",
+    }
+    saved = {k: os.environ.get(k) for k in allow}
+    os.environ.update(allow)
+    try:
+        # address="local": never join a cluster that `make run` may have started here.
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield {"http": f"http://127.0.0.1:{port}"}
     serve.shutdown()

@@ -1,7 +1,20 @@
 """Retraining on drift: base data plus recent labelled feedback, the same Tune search, and a
-registration gate against the champion on a held-out slice of the *recent* data.
+registration gate against the champion on two hold-outs:
+
+- a held-out slice of the *recent* labelled data: the winner must beat the champion there by
+  ``margin`` (it learned what changed);
+- the base dataset's own hold-out (the split `training.train` holds out), which no
+  ``/feedback`` label can change: the winner must reach ``base_min_score`` there (by default
+  the training config's ``min_score``) and stay within ``base_tolerance`` of the champion.
+  Labels are an input from outside; a client that posts flipped labels can make the recent
+  hold-out say anything, but not this.
+  The gate applies even when the base data is left out of training (after an accuracy drop):
+  a concept change that really contradicts the base labels therefore needs an operator to
+  widen ``base_tolerance`` and lower ``base_min_score`` (or to register the model by hand).
 
 `retrain` is plain Python (it needs Ray for Tune); the DriftMonitor runs it as one Ray task.
+It registers a winner and returns its version; it never moves an alias: the RolloutController
+(the only writer of aliases) starts the canary of that version.
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ from sklearn.model_selection import train_test_split
 from configs import TrainingConfig
 from training import registry
 from training.data import load_dataset
-from training.train import evaluate, fit_and_log, register, search
+from training.train import evaluate, fit_and_log, holdout_split, register, search
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +52,11 @@ class RetrainResult:
     rows_recent_train: int
     rows_recent_holdout: int
     decision: str
+    base_accuracy: float | None = None
+    champion_base_accuracy: float | None = None
+    base_tolerance: float | None = None
+    min_score: float | None = None
+    rows_base_holdout: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,9 +83,14 @@ def retrain(
     holdout_fraction: float = 0.3,
     recent_weight: int = 3,
     base_data: str = "auto",
+    base_tolerance: float = 0.02,
+    base_min_score: float | None = None,
 ) -> RetrainResult:
-    """Search on base + recent data, compare with the champion on recent held-out rows, and
-    register the winner with alias ``challenger`` only if it is better by ``margin``.
+    """Search on base + recent data, compare with the champion on recent held-out rows and on
+    the base hold-out, and register the winner only if it is better by ``margin`` on the
+    recent rows, reaches ``base_min_score`` (None: ``cfg.min_score``) on the base hold-out and
+    is at most ``base_tolerance`` below the champion there (see the module docstring). No alias
+    is set.
 
     ``recent_weight`` repeats the recent training rows so that they outweigh the base data.
     ``base_data`` decides whether the base dataset is trained on at all: "auto" leaves it out
@@ -76,10 +99,13 @@ def retrain(
     fit on both learns the old concept wherever the feedback does not cover the space).
     """
     include_base_data = include_base(base_data, trigger)
+    min_score = cfg.min_score if base_min_score is None else base_min_score
     registry.use_tracking_uri(tracking_uri)
     client = registry.get_client(tracking_uri)
     exp_id = registry.ensure_experiment(client, cfg.experiment_name, tracking_uri)
     base_X, base_y = load_dataset(cfg.dataset, cfg.target)
+    # The same split as training.train: the champion trained on b_train never saw b_hold either.
+    b_train, b_hold, yb_train, yb_hold = holdout_split(cfg, base_X, base_y)
     columns = list(base_X.columns)
     recent = pd.DataFrame(np.asarray(recent_X, dtype=np.float64), columns=columns)
     labels = pd.Series(np.asarray(recent_y), name="target")
@@ -90,8 +116,8 @@ def retrain(
     parts_X = [r_train] * recent_weight
     parts_y = [y_train] * recent_weight
     if include_base_data:
-        parts_X.insert(0, base_X)
-        parts_y.insert(0, base_y)
+        parts_X.insert(0, b_train)
+        parts_y.insert(0, yb_train)
     X_fit = pd.concat(parts_X, ignore_index=True)
     y_fit = pd.concat(parts_y, ignore_index=True)
 
@@ -108,12 +134,15 @@ def retrain(
         pid = parent.info.run_id
         mlflow.log_params(
             {
-                "rows_base": len(base_X) if include_base_data else 0,
+                "rows_base": len(b_train) if include_base_data else 0,
+                "rows_base_holdout": len(b_hold),
                 "rows_recent_train": len(r_train),
                 "rows_recent_holdout": len(r_hold),
                 "recent_weight": recent_weight,
                 "base_data": f"{base_data}: {'included' if include_base_data else 'left out'}",
                 "margin": margin,
+                "base_tolerance": base_tolerance,
+                "min_score": min_score,
             }
         )
         best, cv_acc, _ = search(cfg, X_fit, y_fit, tracking_uri=tracking_uri, parent_run_id=pid)
@@ -128,22 +157,42 @@ def retrain(
             reference=(r_train, y_train),
         )
         new_scores = evaluate(model, r_hold, y_hold)
-        champ_acc = None
+        new_base = evaluate(model, b_hold, yb_hold)["accuracy"]
+        champ_acc = champ_base = None
         if champion is not None:
             champ_model = registry.load_model(tracking_uri, cfg.model_name, champion)
             champ_acc = evaluate(champ_model, r_hold, y_hold)["accuracy"]
+            champ_base = evaluate(champ_model, b_hold, yb_hold)["accuracy"]
         mlflow.log_metrics(
             {
                 "cv_accuracy": cv_acc,
                 "recent_holdout_accuracy": new_scores["accuracy"],
+                "base_holdout_accuracy": new_base,
                 **(
                     {"champion_recent_holdout_accuracy": champ_acc} if champ_acc is not None else {}
                 ),
+                **(
+                    {"champion_base_holdout_accuracy": champ_base} if champ_base is not None else {}
+                ),
             }
         )
-        better = champ_acc is None or new_scores["accuracy"] >= champ_acc + margin
+        refusals = gate(
+            new_scores["accuracy"],
+            champ_acc,
+            new_base,
+            champ_base,
+            margin=margin,
+            min_score=min_score,
+            base_tolerance=base_tolerance,
+        )
+        scores = (
+            f"recent hold-out accuracy {new_scores['accuracy']:.4f} vs champion "
+            f"v{champion} {_fmt(champ_acc)} (margin {margin}); base hold-out accuracy "
+            f"{new_base:.4f} vs champion {_fmt(champ_base)} (min_score {min_score}, "
+            f"tolerance {base_tolerance})"
+        )
         version = None
-        if better:
+        if not refusals:
             classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes_]
             version = register(
                 client,
@@ -157,19 +206,12 @@ def retrain(
                     "cv_accuracy": f"{cv_acc:.6f}",
                     "mlops.trigger": tags["mlops.trigger"],
                     "recent_holdout_accuracy": f"{new_scores['accuracy']:.6f}",
+                    "base_holdout_accuracy": f"{new_base:.6f}",
                 },
             )
-            registry.set_alias(client, cfg.model_name, registry.CHALLENGER, version)
-            decision = (
-                f"registered v{version} as challenger: recent hold-out accuracy "
-                f"{new_scores['accuracy']:.4f} vs champion v{champion} {champ_acc}"
-                f" (margin {margin})"
-            )
+            decision = f"registered v{version} for a canary rollout: {scores}"
         else:
-            decision = (
-                f"not registered: recent hold-out accuracy {new_scores['accuracy']:.4f} does not "
-                f"beat champion v{champion} {champ_acc:.4f} by {margin}"
-            )
+            decision = f"not registered: {'; '.join(refusals)} ({scores})"
         mlflow.set_tag("mlops.decision", decision)
         log.info(decision)
     return RetrainResult(
@@ -180,8 +222,47 @@ def retrain(
         champion_accuracy=champ_acc,
         champion_version=champion,
         margin=margin,
-        rows_base=len(base_X) if include_base_data else 0,
+        rows_base=len(b_train) if include_base_data else 0,
         rows_recent_train=len(r_train),
         rows_recent_holdout=len(r_hold),
         decision=decision,
+        base_accuracy=new_base,
+        champion_base_accuracy=champ_base,
+        base_tolerance=base_tolerance,
+        min_score=min_score,
+        rows_base_holdout=len(b_hold),
     )
+
+
+def gate(
+    recent: float,
+    champion_recent: float | None,
+    base: float,
+    champion_base: float | None,
+    *,
+    margin: float,
+    min_score: float,
+    base_tolerance: float,
+) -> list[str]:
+    """Why a retrained winner must not be registered (empty: it may be).
+
+    ``recent`` / ``base``: its accuracy on the recent and the base hold-out; the champion's
+    are None when there is no champion (then only the ``min_score`` floor applies)."""
+    out = []
+    if champion_recent is not None and recent < champion_recent + margin:
+        out.append(
+            f"recent hold-out accuracy {recent:.4f} does not beat the champion's "
+            f"{champion_recent:.4f} by {margin}"
+        )
+    if base < min_score:
+        out.append(f"base hold-out accuracy {base:.4f} is below min_score {min_score}")
+    if champion_base is not None and base < champion_base - base_tolerance:
+        out.append(
+            f"base hold-out accuracy {base:.4f} is more than {base_tolerance} below the "
+            f"champion's {champion_base:.4f}"
+        )
+    return out
+
+
+def _fmt(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4f}"

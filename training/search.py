@@ -47,6 +47,34 @@ SKOPS_TRUSTED_TYPES: dict[str, list[str]] = {
 }
 
 
+def qualified_name(cls: type) -> str:
+    """``module.QualName`` of a class, the form skops and the allow-lists use."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# The estimator classes a model of each family is built from (`build_estimator`'s pipeline
+# steps). Loading refuses any other class (training/safe_load.py): skops trusts every
+# scikit-learn estimator by default, the deployment only the ones it trains.
+FAMILY_ESTIMATORS: dict[str, list[str]] = {
+    "logistic_regression": [qualified_name(StandardScaler), qualified_name(LogisticRegression)],
+    "random_forest": [qualified_name(RandomForestClassifier)],
+    "gradient_boosting": [qualified_name(GradientBoostingClassifier)],
+}
+PIPELINE = qualified_name(Pipeline)
+
+
+def trusted_types(families: list[str] | None = None) -> list[str]:
+    """Types beyond skops' defaults that models of ``families`` (all when None) need."""
+    fams = list(SPACE) if families is None else families
+    return sorted({t for fam in fams for t in SKOPS_TRUSTED_TYPES[fam]})
+
+
+def allowed_estimators(families: list[str] | None = None) -> list[str]:
+    """Estimator classes models of ``families`` (all when None) are made of, Pipeline too."""
+    fams = list(SPACE) if families is None else families
+    return sorted({PIPELINE, *(c for fam in fams for c in FAMILY_ESTIMATORS[fam])})
+
+
 def family_params(config: dict[str, Any]) -> dict[str, Any]:
     """The keys of ``config`` that the chosen family uses (plus the family itself)."""
     fam = config["family"]

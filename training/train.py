@@ -170,6 +170,15 @@ def _tmpdir():
     return tempfile.TemporaryDirectory(prefix="raymlops-")
 
 
+def holdout_split(
+    cfg: TrainingConfig, X: pd.DataFrame, y: pd.Series
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series]:
+    """``X_train, X_test, y_train, y_test``: the held-out split a champion is scored on. The
+    same seed and size in training and retraining, so retraining's base hold-out is data the
+    champion never saw either."""
+    return train_test_split(X, y, test_size=cfg.test_size, random_state=cfg.seed, stratify=y)
+
+
 def evaluate(model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
     pred = model.predict(X)
     return {
@@ -215,9 +224,7 @@ def train(
     client = registry.get_client(tracking_uri)
     exp_id = registry.ensure_experiment(client, cfg.experiment_name, tracking_uri)
     X, y = data if data is not None else load_dataset(cfg.dataset, cfg.target)
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=cfg.test_size, random_state=cfg.seed, stratify=y
-    )
+    X_train, X_test, y_train, y_test = holdout_split(cfg, X, y)
     with mlflow.start_run(
         experiment_id=exp_id,
         run_name=f"train-{cfg.model_name}",

@@ -11,7 +11,7 @@ policies) so that it fits in a few minutes."""
 import pytest
 
 from monitoring.demo import DEMO_POLICIES, run_story
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, FEEDBACK_TOKEN
 from training import registry
 
 pytestmark = pytest.mark.ray
@@ -40,7 +40,7 @@ def test_drift_retrains_promotes_and_a_second_shift_keeps_the_champion(
     policies = {k: v for k, v in DEMO_POLICIES.items() if k != "training"}
     url = serve_app(name="raymlops-e2e", model_name=NAME, training=cfg, **policies)
 
-    result = run_story(url, ADMIN_TOKEN, time_bound_s=600, stationary_s=20)
+    result = run_story(url, ADMIN_TOKEN, FEEDBACK_TOKEN, time_bound_s=600, stationary_s=20)
 
     stationary, shift, after, covariate = result["phases"]
     for phase in result["phases"]:

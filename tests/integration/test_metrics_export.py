@@ -18,7 +18,7 @@ import pytest
 import ray
 import yaml
 
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, FEEDBACK_TOKEN
 from tests.helpers import free_port, wait_until
 from tests.unit.test_grafana import dashboard_metrics
 from training import registry
@@ -26,6 +26,7 @@ from training.data import load_dataset
 
 pytestmark = pytest.mark.ray
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+FEEDBACK = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 PROM_DIR = Path(__file__).resolve().parents[2] / "monitoring" / "prometheus"
 PROMETHEUS = shutil.which("prometheus")
 _SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(\{.*\})?\s")
@@ -119,7 +120,7 @@ def test_every_dashboard_metric_is_exported(
         # wrong labels: accuracy drops, the accuracy detector fires, a retraining starts.
         if pending:
             items = [{"request_id": rid, "label": labels} for rid, labels in pending]
-            client.post(f"{url}/feedback", json=items)
+            client.post(f"{url}/feedback", json=items, headers=FEEDBACK)
             pending.clear()
         for _ in range(6):
             rows = slice(start % (len(X) - 10), start % (len(X) - 10) + 10)

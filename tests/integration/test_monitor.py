@@ -7,11 +7,13 @@ import httpx
 import pytest
 import ray
 
+from tests.conftest import FEEDBACK_TOKEN
 from tests.helpers import wait_until
 from training.data import load_dataset
 
 pytestmark = pytest.mark.ray
 APP = "raymlops-monitor"
+FEEDBACK = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -45,21 +47,24 @@ def test_feedback_batch_joins_known_ids_and_counts_the_rest(serve_app, champion,
             {"request_id": "never-issued", "label": 1},
             {"request_id": ids[0], "label": 0},  # labelled already: the first label stands
         ]
-        r = c.post(f"{url}/feedback", json=batch)
+        r = c.post(f"{url}/feedback", json=batch, headers=FEEDBACK)
         assert r.status_code == 200, r.text
         counts = r.json()
         assert counts["accepted"] == 5 and counts["invalid"] == 1 and counts["duplicate"] == 1
         # An id the monitor has not seen may still be on its way: it waits, it is not lost.
         assert counts["pending"] + counts["unknown"] == 1
 
-        r = c.post(f"{url}/feedback", json={"request_id": two["request_id"], "label": 1})
+        r = c.post(
+            f"{url}/feedback", json={"request_id": two["request_id"], "label": 1}, headers=FEEDBACK
+        )
         assert r.json()["invalid"] == 1
         r = c.post(
             f"{url}/feedback",
             json={"request_id": two["request_id"], "label": [int(v) for v in y.iloc[5:7]]},
+            headers=FEEDBACK,
         )
         assert r.json()["accepted"] == 1
-        r = c.post(f"{url}/feedback", json=[{"label": 1}])
+        r = c.post(f"{url}/feedback", json=[{"label": 1}], headers=FEEDBACK)
         assert r.status_code == 422 and "request_id" in r.json()["detail"]
 
     status = monitor_status(url)
@@ -94,7 +99,7 @@ def test_killed_drift_monitor_fails_no_prediction_and_comes_back(serve_app, cham
                 predictions.append(r.status_code)
                 if r.status_code == 200:
                     item = {"request_id": r.json()["request_id"], "label": int(y.iloc[i % len(X)])}
-                    fb = c.post(f"{url}/feedback", json=item)
+                    fb = c.post(f"{url}/feedback", json=item, headers=FEEDBACK)
                     feedback.append(fb.status_code)
                 i += 3
 

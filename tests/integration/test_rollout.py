@@ -14,13 +14,14 @@ from sklearn.preprocessing import StandardScaler
 
 from configs import RolloutConfig
 from tests import faults
-from tests.conftest import ADMIN_TOKEN, copy_version
+from tests.conftest import ADMIN_TOKEN, FEEDBACK_TOKEN, copy_version
 from tests.helpers import wait_until
 from training import registry
 from training.data import load_dataset
 
 pytestmark = pytest.mark.ray
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+FEEDBACK = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 APP = "raymlops-test"
 
 FAST = dict(
@@ -61,6 +62,7 @@ class Traffic:
                     c.post(
                         f"{self.url}/feedback",
                         json={"request_id": body["request_id"], "label": label},
+                        headers=FEEDBACK,
                     )
                 i += len(self.threads)
 
@@ -85,6 +87,22 @@ def test_split_sticky_and_pins(serve_app, champion, mlflow_uri, training_config,
     v2 = copy_version(mlflow_uri, training_config.model_name, champion)
     r = httpx.post(f"{url}/admin/rollout", json={"version": v2}, headers=ADMIN, timeout=120)
     assert r.status_code == 200, r.text
+    client = registry.get_client(mlflow_uri)
+    name = training_config.model_name
+    # The controller, the only writer of the alias, set it; a second rollout is refused and
+    # changes nothing; asking again for the same version is not an error.
+    assert registry.alias_version(client, name, registry.CHALLENGER) == v2
+    v3 = copy_version(mlflow_uri, name, champion)
+    r = httpx.post(f"{url}/admin/rollout", json={"version": v3}, headers=ADMIN, timeout=120)
+    assert r.status_code == 409 and "in progress" in r.json()["error"], r.text
+    r = httpx.post(f"{url}/admin/rollout", json={"version": v2}, headers=ADMIN, timeout=120)
+    assert r.status_code == 200 and r.json()["already"] is True, r.text
+    assert registry.alias_version(client, name, registry.CHALLENGER) == v2
+    # A promotion with a non-string reason is refused before the champion alias moves.
+    r = httpx.post(f"{url}/admin/rollout/promote", json={"reason": 1}, headers=ADMIN)
+    assert r.status_code in (409, 422) and "reason" in r.text, r.text
+    assert registry.alias_version(client, name, registry.CHAMPION) == champion
+    assert rollout_status(url)["rollout"]["version"] == v2
     r = httpx.post(f"{url}/admin/weights", json={"blue": 0.9, "green": 0.1}, headers=ADMIN)
     assert r.status_code == 200, r.text
     slot_of = {v: s for s, v in rollout_status(url)["slots"].items() if v}

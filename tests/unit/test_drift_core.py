@@ -1,6 +1,7 @@
 """DriftMonitorCore: windows, the feedback join, hysteresis, cooldown, one retraining at a time,
 bounded memory. Plain Python with an injected clock; no Ray."""
 
+import asyncio
 import json
 
 import numpy as np
@@ -524,3 +525,127 @@ def test_rows_for_retraining_after_a_concept_shift_start_where_accuracy_dropped(
     traffic2.label(traffic2.send(400))
     X2, _, cp2 = core2.labelled_after_accuracy_drop()
     assert cp2.index == 0 and len(X2) == 400
+
+
+# ---- label sources, pinned requests, bounded early labels ------------------------------------
+def flipped(sent) -> list[dict]:
+    """Every label the opposite of the prediction: a client poisoning the feedback."""
+    return [{"request_id": rid, "label": [1 - p for p in pi]} for rid, _, pi in sent]
+
+
+def truthful(sent) -> list[dict]:
+    return [{"request_id": rid, "label": list(pi)} for rid, _, pi in sent]
+
+
+def test_one_source_cannot_push_the_other_sources_labels_out():
+    clock = Clock()
+    core = make_core(clock, max_source_share=0.5)
+    traffic = Traffic(core, clock, seed=11)
+    assert core.add_feedback(truthful(traffic.send(200)), source="app")["accepted"] == 20
+    out = core.add_feedback(flipped(traffic.send(2000)), source="mallory")
+    assert out["accepted"] == 200  # every label is taken; the window keeps the newest of each
+    status = core.status()
+    window = status["versions"]["1"]["window_sources"]
+    assert window == {"app": 200, "mallory": WINDOW // 2}
+    assert status["feedback_sources"]["mallory"] == {"accepted": 200, "displaced": 2000 - 250}
+    assert status["feedback_sources"]["app"] == {"accepted": 20, "displaced": 0}
+    # Without the limit the flood would leave the window all flipped (accuracy 0).
+    assert status["versions"]["1"]["window_accuracy"] == pytest.approx(200 / 450)
+    # Retraining reads the same bounded window: at most half of its rows are mallory's.
+    _, y = core.labelled_feedback()
+    assert len(y) == 450
+
+
+def test_a_single_source_has_the_whole_window_and_a_second_one_gets_room():
+    clock = Clock()
+    core = make_core(clock, max_source_share=0.5)
+    traffic = Traffic(core, clock, seed=12)
+    traffic.label(traffic.send(2000))  # source "default"
+    status = core.status()
+    assert status["versions"]["1"]["window_sources"] == {"default": WINDOW}
+    assert status["feedback_sources"]["default"]["displaced"] == 0
+    core.add_feedback(truthful(traffic.send(100)), source="audit")
+    assert core.status()["versions"]["1"]["window_sources"] == {"default": 400, "audit": 100}
+    # "default" is over its half now: its new labels replace its own oldest ones, while the
+    # other source's new labels push out the window's oldest (default's) until it is at half.
+    traffic.label(traffic.send(100))
+    assert core.status()["versions"]["1"]["window_sources"] == {"default": 400, "audit": 100}
+    core.add_feedback(truthful(traffic.send(300)), source="audit")
+    assert core.status()["versions"]["1"]["window_sources"] == {"default": 250, "audit": 250}
+
+
+def test_max_labels_per_source_keeps_one_source_from_firing_the_accuracy_detector_alone():
+    clock = Clock()
+    core = make_core(clock, trigger_on=["accuracy"], max_labels_per_source=60)
+    traffic = Traffic(core, clock, seed=13)
+    for _ in range(4):
+        core.add_feedback(flipped(traffic.send(WINDOW)), source="mallory")
+        rep, (trigger, _, _) = traffic.tick()
+        assert not trigger and "accuracy" in rep.skipped  # 60 labels < min_labelled 100
+    assert core.status()["versions"]["1"]["window_sources"] == {"mallory": 60}
+    # Together with another source's labels there is enough evidence to test (and half of
+    # it flipped is a real drop: the limit bounds one source's weight, it does not hide it).
+    core.add_feedback(truthful(traffic.send(WINDOW)), source="app")
+    rep, _ = traffic.tick()
+    assert "accuracy" not in rep.skipped and rep.accuracy.n == 120
+    assert core.status()["versions"]["1"]["window_sources"] == {"mallory": 60, "app": 60}
+
+
+def test_pinned_requests_stay_out_of_the_canary_accuracy():
+    clock = Clock()
+    core = make_core(clock)
+    Traffic(core, clock, seed=14)
+    records = [
+        {
+            "request_id": f"p{i}",
+            "features": [0.0] * 8,
+            "prediction": 1,
+            "model_version": "2",
+            "pinned": i % 2 == 0,
+            "ts": clock.t,
+        }
+        for i in range(10)
+    ]
+    assert core.add_records(records)["accepted"] == 10
+    out = core.add_feedback([{"request_id": f"p{i}", "label": 0} for i in range(10)])
+    assert out["accepted"] == 10
+    assert core.labelled_since("2", 0.0) == (5, 0)  # the 5 unpinned ones only
+    _, y = core.labelled_feedback("2")
+    assert len(y) == 10  # the labels are still ground truth for drift and retraining
+
+
+def test_pinned_requests_stay_out_of_the_canary_request_numbers():
+    """DriftMonitor.ingest (the actor's plain method, called without Ray): pinned requests
+    and their errors do not count in the version stats the controller's analysis reads."""
+    from monitoring.monitor import DriftMonitor
+
+    monitor = object.__new__(DriftMonitor.func_or_class)
+    monitor._core, monitor._stats = make_core(Clock()), {}
+    base = {"model_version": "2", "ts": 1000.0, "latency_ms": 5.0}
+    records = [
+        {**base, "request_id": "a", "features": [0.0] * 8, "prediction": 1, "error": None},
+        {**base, "request_id": "b", "error": "model_error", "pinned": True},
+        {**base, "request_id": "c", "error": "model_error", "pinned": True},
+        {**base, "request_id": "d", "features": [0.0] * 8, "prediction": 1, "pinned": True},
+    ]
+    assert asyncio.run(monitor.ingest(records)) == 4
+    snap = monitor._stats["2"].since(0.0)
+    assert snap.requests == 1 and snap.errors == 0
+    assert monitor._core.status()["versions"]["2"]["rows_seen"] == 2  # drift sees both rows
+
+
+def test_early_labels_are_bounded_by_bytes_too():
+    clock = Clock()
+    core = make_core(clock, feedback_grace_s=10, feedback_grace_bytes=20_000)
+    big = {"request_id": "big", "label": list(range(10_000))}
+    assert core.add_feedback([big])["unknown"] == 1  # larger than the whole store
+    small = [{"request_id": f"s{i}", "label": [1] * 200} for i in range(40)]
+    out = core.add_feedback(small)
+    early = core.status()["early_labels"]
+    assert early["bytes"] <= 20_000 and early["entries"] < 40
+    # The oldest gave way to the newest, each counted once as unknown.
+    assert (
+        out["pending"] == 40 and core.status()["feedback"]["unknown"] == 1 + 40 - early["entries"]
+    )
+    assert core.status()["feedback"]["pending"] == early["entries"]
+    assert "s39" in core._early and "s0" not in core._early

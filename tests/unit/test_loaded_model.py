@@ -6,7 +6,9 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from sklearn.svm import SVC
 
+from configs.settings import ModelLoadingConfig
 from deployments.model_server import LoadedModel
+from training import safe_load
 from training.search import build_estimator
 
 CONFIGS = [
@@ -45,3 +47,18 @@ def test_other_estimators_get_their_own_predict(data):
     assert not loaded._proba_only
     pred, _ = loaded.predict(X)
     np.testing.assert_array_equal(pred, model.predict(X))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c["family"])
+def test_every_family_passes_the_load_time_estimator_check(config, data):
+    """training.safe_load refuses classes outside the families' own: every family's pipeline,
+    as the search builds it, must be accepted (and round-trip through skops with only the
+    types the deployment trusts)."""
+    import skops.io
+
+    X, y = data
+    model = build_estimator({"seed": 0, **config}).fit(X, y)
+    cfg = ModelLoadingConfig()
+    safe_load.check_estimator(model, safe_load.allowed_estimators(cfg))
+    blob = skops.io.dumps(model)
+    assert set(skops.io.get_untrusted_types(data=blob)) <= set(safe_load.trusted_types(cfg))

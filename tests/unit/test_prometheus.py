@@ -27,6 +27,8 @@ ALERTS = {
     "MlopsRolloutRolledBack",
     "MlopsNoHealthyReplica",
     "MlopsRetrainingFailing",
+    "MlopsRecordsDropped",
+    "MlopsRegistryUnreachable",
     "RayMetricsTargetDown",
 }
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from training.retrain import include_base
+from training.retrain import gate, include_base
 
 
 def trigger(*detectors):
@@ -25,3 +25,51 @@ def test_always_and_never_ignore_the_trigger():
     assert include_base("never", trigger("ks")) is False
     with pytest.raises(ValueError, match="auto, always or never"):
         include_base("sometimes", trigger("ks"))
+
+
+# ---- the registration gate --------------------------------------------------------------------
+GATE = {"margin": 0.02, "min_score": 0.85, "base_tolerance": 0.02}
+
+
+def test_gate_registers_a_winner_better_on_recent_rows_and_as_good_on_the_base_hold_out():
+    assert gate(0.95, 0.80, 0.94, 0.95, **GATE) == []
+    assert gate(0.95, None, 0.90, None, **GATE) == []  # no champion: only the floor
+
+
+def test_gate_refuses_a_winner_that_only_learned_the_feedback():
+    """Flipped labels make the recent hold-out agree with the poisoned model; the base
+    hold-out, which no label can change, does not."""
+    why = gate(0.97, 0.05, 0.30, 0.96, **GATE)
+    assert len(why) == 2
+    assert "base hold-out accuracy 0.3000 is below min_score 0.85" in why[0]
+    assert "more than 0.02 below the champion's 0.9600" in why[1]
+
+
+def test_gate_checks_each_condition_on_its_own():
+    assert gate(0.81, 0.80, 0.95, 0.95, **GATE) == [
+        "recent hold-out accuracy 0.8100 does not beat the champion's 0.8000 by 0.02"
+    ]
+    assert gate(0.95, 0.80, 0.84, None, **GATE) == [
+        "base hold-out accuracy 0.8400 is below min_score 0.85"
+    ]
+    assert gate(0.95, 0.80, 0.90, 0.95, **GATE) == [
+        "base hold-out accuracy 0.9000 is more than 0.02 below the champion's 0.9500"
+    ]
+    assert gate(0.95, 0.80, 0.90, 0.95, **{**GATE, "base_tolerance": 0.1}) == []
+
+
+def test_retraining_config_has_the_base_tolerance():
+    from configs import load_retraining_config
+
+    assert load_retraining_config().base_tolerance == 0.02
+
+
+def test_retraining_never_moves_an_alias():
+    """The RolloutController is the only writer of aliases: retraining registers a version
+    and the monitor hands it to the controller."""
+    import inspect
+
+    from training import retrain
+
+    source = inspect.getsource(retrain)
+    assert "set_alias" not in source and "delete_alias" not in source

@@ -2,40 +2,13 @@
 from aliases and tags, and anything inconsistent falls back to the champion alone."""
 
 import json
-import shutil
 
-import mlflow
 import pytest
-from sklearn.dummy import DummyClassifier
 
 from deployments.rollout import RolloutCore, RolloutError
 from training import registry
 
 NAME = "m"
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    """One migrated registry with three versions; each test gets a copy (migrations are slow)."""
-    root = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    registry.use_tracking_uri(uri)
-    c = registry.get_client(uri)
-    exp = registry.ensure_experiment(c, "t", uri)
-    with mlflow.start_run(experiment_id=exp):
-        info = mlflow.sklearn.log_model(DummyClassifier().fit([[0], [1]], [0, 1]), name="model")
-    tags = {"feature_names": '["x"]', "classes": "[0, 1]", "test_accuracy": "0.9"}
-    for _ in range(3):
-        mlflow.register_model(info.model_uri, NAME, tags=tags)
-    registry.set_alias(c, NAME, registry.CHAMPION, "1")
-    return root / "mlflow.db"
-
-
-@pytest.fixture
-def client(template, tmp_path):
-    db = tmp_path / "mlflow.db"
-    shutil.copy(template, db)
-    return registry.get_client(f"sqlite:///{db}")
 
 
 def core(client, t=1000.0):
@@ -114,6 +87,7 @@ def test_promote_and_rollback_write_aliases_and_tags(client):
     with pytest.raises(RolloutError, match="in progress"):
         c.begin_rollout("3")
     c.rollback("error rate too high", {"n": 1})
+    c.persist()
     assert c.weights == {"blue": 1.0, "green": 0.0}
     assert registry.alias_version(client, NAME, registry.CHALLENGER) is None
     rejected = json.loads(client.get_model_version(NAME, "2").tags["mlops.rejected"])
@@ -122,6 +96,7 @@ def test_promote_and_rollback_write_aliases_and_tags(client):
     c.assign("green", "3")
     c.enter_step("3", "green", 0)
     c.promote("passed", {})
+    c.persist()
     assert registry.alias_version(client, NAME, registry.CHAMPION) == "3"
     assert c.champion == "3" and c.weights == {"blue": 0.0, "green": 1.0}
     assert "mlops.promoted_at" in client.get_model_version(NAME, "3").tags

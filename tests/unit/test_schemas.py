@@ -86,3 +86,131 @@ def test_invocations_need_exactly_one_format():
         schemas.invocation_rows({"instances": [], "inputs": []}, NAMES)
     with pytest.raises(InputError, match="exactly one of"):
         schemas.invocation_rows(json.loads('{"data": [[1,2,3]]}'), NAMES)
+
+
+# ---- inputs that used to pass validation and then broke the model or the parser -------------
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        # Cells that are lists: a 3-D input numpy turns into a float array of shape (1, 3, 2).
+        (b'{"features": [[[1, 2], [3, 4], [5, 6]]]}', "a list of 2 items is not a number"),
+        # features as an object of columns (the "inputs" tensor form is /invocations' only).
+        (b'{"features": {"a": [1, 2], "b": [3, 4], "c": [5, 6]}}', "is not a number"),
+        # Finite, but beyond float32: tree models cast to float32 and raise.
+        (b'{"features": [[1, 3.5e38, 3]]}', "too large"),
+        (b'{"features": [[1, -1e39, 3]]}', "too large"),
+        # A scaler overflows on it.
+        (b'{"features": [[1e308, 2, 3]]}', "too large"),
+        # An integer literal beyond float range: OverflowError in math.isfinite / numpy.
+        (b'{"features": [[1, 2, ' + b"9" * 400 + b"]]}", "an integer of 400 digits is too large"),
+        (b'{"features": [{"a": 1, "b": 2, "c": ' + b"9" * 400 + b"}]}", "too large"),
+    ],
+)
+def test_values_a_model_would_raise_on_are_refused_as_422(body, fragment):
+    with pytest.raises(InputError) as err:
+        rows(schemas.parse_json(body))
+    assert err.value.status == 422
+    assert fragment in err.value.detail, err.value.detail
+
+
+def test_magnitude_bound_is_float32_by_default_and_configurable():
+    limit = float(np.finfo(np.float32).max)
+    got = rows({"features": [[limit, -limit, 10**30]]})
+    np.testing.assert_array_equal(got, [[limit, -limit, 1e30]])
+    with pytest.raises(InputError, match="magnitude at most 1000"):
+        schemas.to_matrix([[1, 2, 1001]], NAMES, 10, max_abs=1000)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # RecursionError inside json.loads
+        b'{"features": ' + b"[" * 40 + b"1" + b"]" * 40 + b"}",  # parses, but over the cap
+        b'{"feedback": [{"request_id": "x", "label": ' + b"[" * 33 + b"]" * 33 + b"}]}",
+    ],
+)
+def test_deep_nesting_is_a_400_not_a_recursion_error(body):
+    with pytest.raises(InputError) as err:
+        schemas.parse_json(body)
+    assert err.value.status == 400
+    assert "deeper than 32 levels" in err.value.detail
+
+
+def test_nesting_up_to_the_cap_parses():
+    assert schemas.parse_json(b"[" * 32 + b"]" * 32, max_depth=32) is not None
+    with pytest.raises(InputError):
+        schemas.parse_json(b"[" * 5 + b"]" * 5, max_depth=4)
+
+
+@pytest.mark.parametrize("columns", [[["a"], "b", "c"], [1, "b", "c"], [None, "b", "c"]])
+def test_non_string_dataframe_split_column_is_422(columns):
+    payload = {"dataframe_split": {"columns": columns, "data": [[1, 2, 3]]}}
+    with pytest.raises(InputError) as err:
+        schemas.invocation_rows(payload, NAMES)
+    assert err.value.status == 422
+    assert "column 0" in err.value.detail and "not a string" in err.value.detail
+
+
+def test_lone_surrogate_in_a_text_field_is_422():
+    payload = schemas.parse_json(b'{"routing_key": "ab\\ud800cd"}')
+    with pytest.raises(InputError) as err:
+        schemas.text_field(payload["routing_key"], "routing_key")
+    assert err.value.status == 422 and "routing_key" in err.value.detail
+    assert schemas.text_field("user-\u00e9", "routing_key") == "user-\u00e9"
+    assert schemas.text_field(3, "model_version") == "3"
+    assert schemas.text_field(None, "model_version") is None
+    for bad in ([1], {"a": 1}, 1.5, True, "", "x" * 257):
+        with pytest.raises(InputError):
+            schemas.text_field(bad, "routing_key")
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"request_id": "r", "label": 10**400},
+        {"request_id": "r", "label": "x" * 300},
+        {"request_id": "r\ud800", "label": 1},
+        {"request_id": "r" * 129, "label": 1},
+    ],
+)
+def test_feedback_refuses_labels_and_ids_the_monitor_cannot_hold(item):
+    with pytest.raises(InputError) as err:
+        schemas.feedback_items(item)
+    assert err.value.status == 422
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"blue": float("nan")}, "weight of blue"),
+        ({"blue": float("inf"), "green": 0}, "weight of blue"),
+        ({"blue": 1e308}, "weight of blue"),
+        ({"blue": 10**400}, "weight of blue"),
+        ({"blue": -0.5, "green": 1}, "weight of blue"),
+        ({"blue": True}, "weight of blue"),
+        ({"blue": "1"}, "weight of blue"),
+        ({"purple": 1}, "unknown slots ['purple']"),
+        ({"blue": 0, "green": 0}, "positive weight"),
+        ({}, "expected"),
+        ([1, 2], "expected"),
+    ],
+)
+def test_bad_weights_are_422_before_the_controller(body, fragment):
+    with pytest.raises(InputError) as err:
+        schemas.weights(body)
+    assert err.value.status == 422
+    assert fragment in err.value.detail, err.value.detail
+
+
+def test_good_weights_pass_as_floats():
+    assert schemas.weights({"blue": 9, "green": 1.5}) == {"blue": 9.0, "green": 1.5}
+    assert schemas.weights({"green": 1e6}) == {"green": 1e6}
+
+
+def test_error_messages_never_echo_a_huge_value():
+    big = [[1, 2, [0] * 100_000]]
+    with pytest.raises(InputError) as err:
+        schemas.to_matrix(big, NAMES, 10)
+    assert len(err.value.detail) < 300

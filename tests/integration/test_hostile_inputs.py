@@ -1,0 +1,351 @@
+"""Hostile requests through real HTTP against one deployed app: oversized and trickled bodies,
+deep nesting, numbers no model takes, malformed admin weights, unauthenticated labels. Each
+must be a 4xx (never a 5xx), and the app keeps serving. Also: two router replicas, so losing
+one stops nothing."""
+
+import http.client
+import json
+import socket
+import threading
+import time
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+import ray
+from ray import serve
+
+from tests.conftest import ADMIN_TOKEN, FEEDBACK_TOKEN
+from tests.helpers import wait_until
+from training.data import load_dataset
+
+pytestmark = pytest.mark.ray
+APP = "raymlops-hostile"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+FEEDBACK = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
+BODY_TIMEOUT_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def data(training_config):
+    return load_dataset(training_config.dataset)
+
+
+@pytest.fixture(scope="module")
+def url(ray_cluster, mlflow_uri, trained):
+    """One app for the whole module (deploying costs tens of seconds here), with a short body
+    timeout so the slow-client test is quick."""
+    from deployments.app import AppArgs, build_app
+
+    args = AppArgs(
+        tracking_uri=mlflow_uri,
+        poll_timeout_s=2.0,
+        registry_poll_s=1.0,
+        limits={"body_timeout_s": BODY_TIMEOUT_S},
+    )
+    serve.run(build_app(args), name=APP, route_prefix="/", blocking=False)
+    wait_until(
+        lambda: serve.status().applications[APP].status == "RUNNING",
+        timeout=180,
+        what=f"app {APP} RUNNING",
+    )
+    base = ray_cluster["http"]
+    wait_until(lambda: httpx.get(f"{base}/health").status_code == 200, 60, what="app ready")
+    yield base
+    serve.delete(APP)
+
+
+@pytest.fixture
+def client():
+    with httpx.Client(timeout=30) as c:
+        yield c
+
+
+def raw_post(url: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict]:
+    """POST with exactly these headers and body (a Content-Length that lies is the point)."""
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:
+        conn.putrequest("POST", path)
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        conn.send(body)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def post_json(client, url, path, body: bytes, headers=None) -> httpx.Response:
+    return client.post(
+        f"{url}{path}",
+        content=body,
+        headers={"content-type": "application/json", **(headers or {})},
+    )
+
+
+def test_bodies_over_the_route_limit_are_413_before_being_read(url, data, client):
+    X, _ = data
+    # A full batch (max_batch_rows rows of the model's 30 features) is well within the limit.
+    full = X.sample(1024, replace=True, random_state=0).values.tolist()
+    r = client.post(f"{url}/predict", json={"features": full})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"]) == 1024
+
+    # A declared length over the limit: refused on the header alone (only 10 bytes follow).
+    status, body = raw_post(
+        url,
+        "/predict",
+        {"Content-Type": "application/json", "Content-Length": str(9 * 1024 * 1024)},
+        b'{"features"',
+    )
+    assert status == 413, body
+    assert "limit of 8388608 bytes for /predict" in body["detail"]
+
+    # No Content-Length (chunked): counted while it streams.
+    def chunks(total: int):
+        yield b'{"feedback": ['
+        sent = 0
+        item = json.dumps({"request_id": "r" * 32, "label": 1}).encode() + b","
+        while sent < total:
+            yield item * 100
+            sent += len(item) * 100
+        yield b'{"request_id": "x", "label": 1}]}'
+
+    r = client.post(
+        f"{url}/feedback",
+        content=chunks(1_200_000),
+        headers={"content-type": "application/json", **FEEDBACK},
+    )
+    assert r.status_code == 413, r.text
+    assert "limit of 1048576 bytes for /feedback" in r.json()["detail"]
+
+    r = client.post(f"{url}/admin/weights", content=b" " * 70_000 + b"{}", headers=ADMIN)
+    assert r.status_code == 413 and "65536 bytes" in r.json()["detail"], r.text
+    assert client.post(f"{url}/predict", json={"features": [full[0]]}).status_code == 200
+
+
+def test_hostile_bodies_are_4xx_and_the_app_keeps_serving(url, data, client):
+    X, _ = data
+    n = X.shape[1]
+    good = X.iloc[0].tolist()
+    row = ",".join(str(v) for v in good[1:])
+    deep = b"[" * 10_000 + b"]" * 10_000
+    cases = [
+        ("/predict", b'{"features": ' + deep + b"}", 400, "deeper than 32 levels"),
+        ("/invocations", b'{"instances": ' + deep + b"}", 400, "deeper than 32 levels"),
+        (
+            "/predict",
+            ('{"features": [[' + "9" * 400 + "," + row + "]]}").encode(),
+            422,
+            "too large",
+        ),
+        ("/predict", ('{"features": [[3.5e38,' + row + "]]}").encode(), 422, "too large"),
+        ("/predict", ('{"features": [[1e308,' + row + "]]}").encode(), 422, "too large"),
+        (
+            "/predict",
+            json.dumps({"features": [[[v, v] for v in good]]}).encode(),
+            422,
+            "not a number",
+        ),
+        (
+            "/predict",
+            json.dumps({"features": {c: X[c].iloc[:3].tolist() for c in X.columns}}).encode(),
+            422,
+            "not a number",
+        ),
+        (
+            "/invocations",
+            json.dumps(
+                {"dataframe_split": {"columns": [[c] for c in X.columns], "data": [good]}}
+            ).encode(),
+            422,
+            "not a string",
+        ),
+        (
+            "/predict",
+            b'{"features": [' + json.dumps(good).encode() + b'], "routing_key": "a\\ud800"}',
+            422,
+            "routing_key",
+        ),
+        (
+            "/predict",
+            json.dumps({"features": [good], "model_version": [1]}).encode(),
+            422,
+            "model_version",
+        ),
+    ]
+    for path, body, status, fragment in cases:
+        r = post_json(client, url, path, body)
+        assert r.status_code == status, (path, body[:60], r.text)
+        assert fragment in r.json()["detail"], r.text
+    r = post_json(client, url, "/feedback", b'{"feedback": ' + deep + b"}", FEEDBACK)
+    assert r.status_code == 400 and "deeper than 32 levels" in r.json()["detail"], r.text
+    assert n == 30
+    r = client.post(f"{url}/predict", json={"features": [good]})
+    assert r.status_code == 200, r.text
+    assert serve.status().applications[APP].status == "RUNNING"
+
+
+def test_admin_weights_refuse_non_finite_and_out_of_range_values(url, data, client):
+    X, _ = data
+    before = client.get(f"{url}/admin/rollout", headers=ADMIN).json()["weights"]
+    for body, fragment in [
+        (b'{"blue": NaN}', "weight of blue"),
+        (b'{"blue": Infinity, "green": 1}', "weight of blue"),
+        (b'{"blue": 1e308}', "weight of blue"),
+        (b'{"blue": -1, "green": 2}', "weight of blue"),
+        (b'{"purple": 1}', "unknown slots"),
+        (b'{"blue": 0, "green": 0}', "positive weight"),
+    ]:
+        r = post_json(client, url, "/admin/weights", body, ADMIN)
+        assert r.status_code == 422, (body, r.text)
+        assert fragment in r.json()["detail"], r.text
+    r = post_json(client, url, "/admin/rollout/promote", b'{"reason": 1}', ADMIN)
+    assert r.status_code == 422 and "reason" in r.json()["detail"], r.text
+    assert client.get(f"{url}/admin/rollout", headers=ADMIN).json()["weights"] == before
+    r = client.post(f"{url}/predict", json={"features": [X.iloc[0].tolist()]})
+    assert r.status_code == 200, r.text
+
+
+def test_feedback_needs_its_own_token(url, data, client):
+    X, y = data
+    r = client.post(f"{url}/predict", json={"features": [X.iloc[3].tolist()]})
+    item = {"request_id": r.json()["request_id"], "label": int(y.iloc[3])}
+    assert client.post(f"{url}/feedback", json=item).status_code == 401
+    assert client.post(f"{url}/feedback", json=item, headers=ADMIN).status_code == 403
+    wrong = {"Authorization": "Bearer " + "w" * 40}
+    assert client.post(f"{url}/feedback", json=item, headers=wrong).status_code == 403
+    r = client.post(
+        f"{url}/feedback", json=item, headers={**FEEDBACK, "X-Label-Source": "bad source!"}
+    )
+    assert r.status_code == 422 and "X-Label-Source" in r.json()["detail"]
+    r = client.post(f"{url}/feedback", json=item, headers={**FEEDBACK, "X-Label-Source": "lab-1"})
+    assert r.status_code == 200, r.text
+    assert sum(r.json().values()) == 1
+
+
+def test_unauthenticated_monitor_status_carries_no_error_text(url, client):
+    public = client.get(f"{url}/monitor/status")
+    admin = client.get(f"{url}/monitor/status", headers=ADMIN)
+    assert public.status_code == 200 and admin.status_code == 200
+    # Same keys either way; only error strings differ.
+    assert set(public.json()) == set(admin.json())
+    assert "Traceback" not in public.text
+
+
+def test_a_slow_body_is_cut_off_while_other_requests_are_answered(url, data):
+    X, _ = data
+    u = urlparse(url)
+    sock = socket.create_connection((u.hostname, u.port), timeout=30)
+    body = json.dumps({"features": [X.iloc[0].tolist()]}).encode()
+    sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:5]
+    )
+    got = bytearray()
+    answered = []
+    stop = threading.Event()
+
+    def trickle():
+        # One byte a second, far slower than any real client; stops when the server answers
+        # or closes.
+        for b in body[5:-1]:
+            if stop.wait(1.0):
+                return
+            try:
+                sock.sendall(bytes([b]))
+            except OSError:
+                return
+
+    def others():
+        with httpx.Client(timeout=10) as c:
+            while not stop.is_set():
+                r = c.post(f"{url}/predict", json={"features": [X.iloc[1].tolist()]})
+                answered.append(r.status_code)
+
+    threads = [threading.Thread(target=trickle), threading.Thread(target=others)]
+    for t in threads:
+        t.start()
+    t0 = time.monotonic()
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+            head, sep, rest = bytes(got).partition(b"\r\n\r\n")
+            length = [h for h in head.lower().split(b"\r\n") if h.startswith(b"content-length")]
+            if sep and length and len(rest) >= int(length[0].split(b":")[1]):
+                break
+        elapsed = time.monotonic() - t0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        sock.close()
+    # Cut off after the body timeout (2 s here), long before the body would have finished.
+    assert elapsed < BODY_TIMEOUT_S + 5, elapsed
+    assert got.startswith(b"HTTP/1.1 408"), bytes(got[:200])
+    assert b"not received within 2 s" in got or b"timed out" in got, bytes(got)
+    assert answered and set(answered) == {200}, answered
+
+
+def test_two_router_replicas_and_one_dying_fails_no_request(url, data):
+    X, _ = data
+    router = serve.status().applications[APP].deployments["Router"]
+    assert router.replica_states.get("RUNNING") == 2, router.replica_states
+    names = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == "serve" and f"{APP}#Router#" in a["name"]
+    ]
+    assert len(names) == 2, names
+    # Let the proxy see both replicas before one goes.
+    with httpx.Client(timeout=30) as c:
+        for _ in range(10):
+            assert c.post(f"{url}/predict", json={"features": [X.iloc[2].tolist()]}).is_success
+    ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+    statuses = []
+    with httpx.Client(timeout=30) as c:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            statuses.append(c.get(f"{url}/health").status_code)
+    assert statuses and set(statuses) == {200}, statuses
+    wait_until(
+        lambda: (
+            serve.status().applications[APP].deployments["Router"].replica_states.get("RUNNING")
+            == 2
+        ),
+        120,
+        what="the Router replaced",
+    )
+
+
+def test_pinned_requests_are_answered_but_left_out_of_the_canary_numbers(url, data, client):
+    """A client that pins a version must not choose the canary's evidence: its requests are
+    answered and metered, and recorded with "pinned": true, which the monitor leaves out of
+    the per-version numbers the analysis reads."""
+    X, _ = data
+    monitor = serve.get_deployment_handle("DriftMonitor", APP)
+    version = client.get(f"{url}/health").json()["champion"]
+    since = time.time()
+    rows_before = client.get(f"{url}/monitor/status").json()["records"]["rows"]
+    row = {"features": [X.iloc[4].tolist()]}
+    for _ in range(4):
+        r = client.post(f"{url}/predict", json={**row, "model_version": version})
+        assert r.status_code == 200 and r.json()["model_version"] == version, r.text
+    for _ in range(3):
+        r = client.post(f"{url}/predict", json=row, headers={"X-Model-Version": version})
+        assert r.status_code == 200, r.text
+    for _ in range(5):
+        assert client.post(f"{url}/predict", json=row).status_code == 200
+    # Every record (pinned ones feed the drift windows) has reached the monitor.
+    wait_until(
+        lambda: client.get(f"{url}/monitor/status").json()["records"]["rows"] >= rows_before + 12,
+        30,
+        what="12 records at the monitor",
+    )
+    stats = monitor.version_stats.remote([version], since).result(timeout_s=30)[version]
+    assert stats["requests"] == 5, stats
