@@ -19,9 +19,11 @@ at a time:
    the controller is killed, and the address answers again 20 s later.
 
 Each phase records the requests that completed in it, the failed ones (any non-200, any
-connection error), /health answers other than 200, and how long the component took to be back
-(replica RUNNING again in `serve status` and its route answering). The result is JSON (``--out``
-and the last line of stdout); tests/integration/test_chaos.py asserts on it.
+connection error; a request whose connection was closed without an answer is sent once more,
+as HTTP lets a client do: see UNANSWERED), /health answers other than 200, and how long the
+component took to be back (replica RUNNING again in `serve status` and its route answering).
+The result is JSON (``--out`` and the last line of stdout); tests/integration/test_chaos.py
+asserts on it.
 
 It runs in a process of its own because a driver joins one Ray cluster only, and a pytest
 session may already be the driver of its session cluster. Everything it starts is stopped in a
@@ -244,6 +246,34 @@ class Result:
     t_end: float  # monotonic time the answer (or the error) came back
     status: int | None  # None: no HTTP answer (connection error, timeout)
     detail: str
+    resent: bool = False  # sent a second time after a connection closed without an answer
+
+
+# What HAProxy does when a Router dies with a request on a reused backend connection
+# (`http-reuse always` in Serve's template) before the request body was whole in its buffer,
+# so its L7 retry cannot replay it: it closes the client's connection without an answer and
+# without a log line, HTTP's signal that the request may be sent again (haproxy/haproxy#3414,
+# #2375; `option http-buffer-request`, which would let HAProxy replay it itself, is not
+# settable through Serve). A client that follows HTTP sends an idempotent request again;
+# /predict is idempotent. A second failure, a timeout or any HTTP error status is a failure.
+UNANSWERED = "Server disconnected without sending a response"
+
+
+def post_once_more_if_unanswered(post) -> Result:
+    resent = False
+    for attempt in (1, 2):
+        try:
+            r = post()
+            detail = "" if r.status_code == 200 else r.text[:300]
+            return Result(time.monotonic(), r.status_code, detail, resent)
+        except httpx.RemoteProtocolError as exc:
+            if attempt == 1 and UNANSWERED in str(exc):
+                resent = True
+                continue
+            return Result(time.monotonic(), None, repr(exc)[:300], resent)
+        except httpx.HTTPError as exc:
+            return Result(time.monotonic(), None, repr(exc)[:300], resent)
+    raise AssertionError("unreachable")
 
 
 class Traffic:
@@ -285,12 +315,11 @@ class Traffic:
             while not self._stop.is_set():
                 row = self.rows[i % len(self.rows)]
                 i += self.threads
-                try:
-                    r = client.post("/predict", json={"features": [row]})
-                    detail = "" if r.status_code == 200 else r.text[:300]
-                    self._add(self.predictions, Result(time.monotonic(), r.status_code, detail))
-                except httpx.HTTPError as exc:
-                    self._add(self.predictions, Result(time.monotonic(), None, repr(exc)[:300]))
+                body = {"features": [row]}
+                res = post_once_more_if_unanswered(
+                    lambda body=body: client.post("/predict", json=body)
+                )
+                self._add(self.predictions, res)
                 next_t += 1.0 / self.rate
                 self._stop.wait(max(0.0, next_t - time.monotonic()))
                 next_t = max(next_t, time.monotonic() - 1.0)  # no burst after a slow answer
@@ -337,11 +366,8 @@ class Burst:
         return self
 
     def _send(self, body: dict[str, Any]) -> None:
-        try:
-            r = httpx.post(f"{self.traffic.http}/predict", json=body, timeout=40)
-            res = Result(time.monotonic(), r.status_code, "" if r.status_code == 200 else r.text)
-        except httpx.HTTPError as exc:
-            res = Result(time.monotonic(), None, repr(exc)[:300])
+        url = f"{self.traffic.http}/predict"
+        res = post_once_more_if_unanswered(lambda: httpx.post(url, json=body, timeout=40))
         res.detail = f"burst: {res.detail[:300]}" if res.detail else ""
         self.traffic._add(self.traffic.predictions, res)
         self.results.append(res)
@@ -442,6 +468,7 @@ class Phase:
     requests: int = 0
     failed: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
+    resent: int = 0  # answered after a second send (see UNANSWERED)
     health_checks: int = 0
     health_failed: int = 0
     health_failures: list[dict[str, Any]] = field(default_factory=list)
@@ -452,6 +479,7 @@ class Phase:
         preds = traffic.between("predictions", self.t0, self.t1)
         bad = [r for r in preds if r.status != 200]
         self.requests, self.failed = len(preds), len(bad)
+        self.resent = sum(1 for r in preds if r.resent and r.status == 200)
         self.failures = [
             {"t": round(r.t_end - self.t0, 2), "status": r.status, "detail": r.detail}
             for r in bad[:10]
@@ -506,6 +534,7 @@ def run_phases(app: App, traffic: Traffic, outage: Outage, bound_s: float):
         phases.append(phase)
         log(
             f"{phase.name}: {phase.requests} requests, {phase.failed} failed, "
+            f"{phase.resent} answered on a second send, "
             f"/health non-200 {phase.health_failed}/{phase.health_checks}, "
             f"recovery {phase.recovery_s}, burst in flight at the kill "
             f"{phase.notes.get('burst_in_flight_at_kill')}/{BURST_REQUESTS}"
@@ -743,6 +772,7 @@ def main(argv: list[str] | None = None) -> int:
         result["total"] = {
             "requests": len(traffic.predictions),
             "failed": sum(1 for r in traffic.predictions if r.status != 200),
+            "resent": sum(1 for r in traffic.predictions if r.resent and r.status == 200),
             "health_failed": sum(1 for r in traffic.health if r.status != 200),
         }
         result["ok"] = True

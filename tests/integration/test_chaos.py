@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos import BURST_REQUESTS
+
 pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,6 +83,13 @@ def test_no_prediction_fails_and_every_component_comes_back(chaos):
         assert p["failed"] == 0, (
             f"{name}: {p['failed']} of {p['requests']} predictions failed: {p['failures']}"
         )
+        # Only a Router's death closes a client connection without an answer (HAProxy's
+        # "send it again" signal, tests/chaos.py UNANSWERED), and only for requests in flight
+        # at the kill: the burst and one request per steady client.
+        if name.startswith("router replica"):
+            assert p["resent"] <= BURST_REQUESTS + 2, (name, p["resent"])
+        else:
+            assert p["resent"] == 0, (name, p["resent"])
         assert p["health_failed"] == 0, (
             f"{name}: /health not 200 {p['health_failed']} times: {p['health_failures']}"
         )
