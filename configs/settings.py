@@ -20,6 +20,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = Path(__file__).resolve().parent
 
 ModelFamily = Literal["logistic_regression", "random_forest", "gradient_boosting"]
+RegressionFamily = Literal["ridge", "random_forest_regressor", "gradient_boosting_regressor"]
 
 
 class StrictModel(BaseModel):
@@ -33,24 +34,45 @@ class TrainingConfig(StrictModel):
     model_name: str = "breast_cancer_classifier"
     dataset: str = Field(
         "breast_cancer",
-        description="scikit-learn bundled dataset (breast_cancer, wine, iris) or CSV/Parquet path",
+        description="scikit-learn bundled dataset (breast_cancer, wine, iris; diabetes for "
+        "regression) or CSV/Parquet path",
     )
     target: str | None = Field(None, description="Target column when `dataset` is a file")
+    task: Literal["classification", "regression", "auto"] = Field(
+        "auto",
+        description="auto: regression for a float target with many distinct values "
+        "(training.data.detect_task), else classification",
+    )
     test_size: float = Field(0.2, gt=0, lt=1)
     cv_folds: int = Field(3, ge=2)
     num_samples: int = Field(8, ge=1, description="Ray Tune trials")
     max_concurrent_trials: int = Field(2, ge=1)
     trial_cpus: float = Field(1.0, gt=0)
     families: list[ModelFamily] = ["logistic_regression", "random_forest"]
+    regression_families: list[RegressionFamily] = Field(
+        ["ridge", "random_forest_regressor"], description="families searched for regression"
+    )
     seed: int = 42
     min_score: float = Field(0.85, ge=0, le=1, description="Held-out accuracy a champion needs")
+    min_r2: float = Field(
+        0.3,
+        le=1,
+        description="held-out R^2 a regressor needs to become champion (relative to the "
+        "target's variance, so one number fits any target scale)",
+    )
     reference_sample_size: int = Field(500, ge=10)
 
     @model_validator(mode="after")
     def _families_not_empty(self) -> TrainingConfig:
         if not self.families:
             raise ValueError("families must name at least one model family")
+        if not self.regression_families:
+            raise ValueError("regression_families must name at least one model family")
         return self
+
+    def families_for(self, task: str) -> list[str]:
+        """The families searched for ``task`` (classification or regression)."""
+        return list(self.regression_families if task == "regression" else self.families)
 
 
 class RolloutConfig(StrictModel):
@@ -66,8 +88,16 @@ class RolloutConfig(StrictModel):
     error_rate_margin: float = Field(0.01, ge=0)
     latency_p99_factor: float = Field(2.0, ge=1)
     latency_p99_floor_ms: float = Field(50.0, ge=0)
-    min_labelled: int = Field(50, ge=1, description="labels per version for the accuracy test")
-    accuracy_alpha: float = Field(0.05, gt=0, lt=1)
+    min_labelled: int = Field(
+        50, ge=1, description="labels per version for the accuracy (or absolute-error) test"
+    )
+    accuracy_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="one-sided alpha of the label test: two-proportion z-test on accuracy for "
+        "classifiers, Welch's t-test on absolute errors for regressors",
+    )
     shadow_fraction: float = Field(
         0.0, ge=0, le=1, description="share of champion requests mirrored to an idle challenger"
     )
@@ -117,9 +147,22 @@ class RetrainingConfig(StrictModel):
         description="accuracy a winner needs on the base hold-out; None: the training "
         "config's min_score",
     )
+    rmse_margin: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="regression: the winner's RMSE on the recent hold-out must be at most "
+        "(1 - rmse_margin) x the champion's",
+    )
+    base_rmse_tolerance: float = Field(
+        0.1,
+        ge=0,
+        description="regression: the winner's RMSE on the base hold-out may be at most "
+        "(1 + base_rmse_tolerance) x the champion's (and its R^2 must reach training.min_r2)",
+    )
 
 
-DriftDetector = Literal["ks", "psi", "chi2", "accuracy"]
+DriftDetector = Literal["ks", "psi", "chi2", "accuracy", "prediction_ks", "error"]
 
 
 class DriftConfig(StrictModel):
@@ -147,13 +190,27 @@ class DriftConfig(StrictModel):
     chi2_method: Literal["homogeneity", "goodness_of_fit"] = "homogeneity"
     accuracy_tolerance: float = Field(0.05, ge=0, lt=1, description="allowed drop from baseline")
     accuracy_alpha: float = Field(0.01, gt=0, lt=1)
+    prediction_ks_alpha: float = Field(
+        0.01, gt=0, lt=1, description="regression: KS on predicted values vs the reference"
+    )
+    prediction_reference_rows: int = Field(
+        500,
+        ge=10,
+        description="regression without logged reference predictions: the first this many "
+        "live predictions become the reference",
+    )
+    error_tolerance: float = Field(
+        0.2, ge=0, description="regression: allowed relative rise of live MSE over baseline"
+    )
+    error_alpha: float = Field(0.01, gt=0, lt=1)
     rearm_alpha: float = Field(
         0.1, gt=0, lt=1, description="a p-value detector re-arms when its p-value is above"
     )
     hysteresis_count: int = Field(3, ge=1, description="consecutive evaluations over threshold")
     cooldown_s: float = Field(1800.0, ge=0, description="between triggers, and after a failure")
     trigger_on: list[DriftDetector] = Field(
-        ["ks", "psi", "chi2", "accuracy"], description="detectors that may start a retraining"
+        ["ks", "psi", "chi2", "accuracy", "prediction_ks", "error"],
+        description="detectors that may start a retraining",
     )
     request_map_rows: int = Field(
         100_000, ge=1, description="rows held for joining feedback to predictions"
@@ -195,8 +252,18 @@ class DriftConfig(StrictModel):
             )
         if self.psi_rearm_threshold >= self.psi_threshold:
             raise ValueError("psi_rearm_threshold must be below psi_threshold")
-        if self.rearm_alpha <= max(self.ks_alpha, self.chi2_alpha, self.accuracy_alpha):
-            raise ValueError("rearm_alpha must be above ks_alpha, chi2_alpha and accuracy_alpha")
+        alphas = (
+            self.ks_alpha,
+            self.chi2_alpha,
+            self.accuracy_alpha,
+            self.prediction_ks_alpha,
+            self.error_alpha,
+        )
+        if self.rearm_alpha <= max(alphas):
+            raise ValueError(
+                "rearm_alpha must be above ks_alpha, chi2_alpha, accuracy_alpha, "
+                "prediction_ks_alpha and error_alpha"
+            )
         return self
 
 
@@ -222,6 +289,13 @@ class ModelLoadingConfig(StrictModel):
         [],
         description="estimator classes (fully qualified) accepted beyond the model families "
         "of training/search.py",
+    )
+    allowed_flavors: list[str] = Field(
+        ["sklearn"],
+        description="MLflow flavors loaded: sklearn (skops, allow-listed types: the fast path) "
+        "by default; python_function, lightgbm, xgboost, ... load through MLflow's own loaders, "
+        "which unpickle the artifact or import its code: list them only for a registry whose "
+        "writers you trust to run code in the model servers",
     )
 
     @model_validator(mode="after")

@@ -3,6 +3,11 @@
 Plain Python (numpy, scipy); no Ray. The DriftMonitor keeps a `VersionStats` per version from
 the records routers send (labels come from its feedback join); the RolloutController asks for
 a `StatsSnapshot` since the current step began and calls `analyze`.
+
+The label test depends on the task of the versions (``task`` of the controller's version
+info, "classification" when absent): classifiers compare accuracy (one-sided two-proportion
+z-test), regressors compare absolute errors on the same `/feedback` labels (one-sided Welch's
+t-test: is the challenger's mean absolute error larger than the champion's?).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ class StatsSnapshot:
     correct: int = 0
     shadow_rows: int = 0
     shadow_agree: int = 0
+    # |prediction - label| per labelled row of a regression version (empty for classifiers).
+    abs_errors: list[float] = field(default_factory=list)
 
     @property
     def error_rate(self) -> float:
@@ -36,10 +43,22 @@ class StatsSnapshot:
     def accuracy(self) -> float | None:
         return self.correct / self.labelled if self.labelled else None
 
+    @property
+    def mae(self) -> float | None:
+        """Mean absolute error on the labelled rows of a regression version."""
+        return float(np.mean(self.abs_errors)) if self.abs_errors else None
+
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (absolute errors as their count and mean, not one by one)."""
         d = asdict(self)
+        d.pop("abs_errors")
         d["error_rate"] = round(self.error_rate, 6)
-        d["accuracy"] = None if self.accuracy is None else round(self.accuracy, 6)
+        if self.abs_errors:
+            d["accuracy"] = None
+            d["mae"] = round(self.mae, 6)
+            d["n_abs_errors"] = len(self.abs_errors)
+        else:
+            d["accuracy"] = None if self.accuracy is None else round(self.accuracy, 6)
         return d
 
 
@@ -102,6 +121,34 @@ def accuracy_worse(
     return p_value < alpha, p_value
 
 
+def abs_errors_worse(
+    champ_abs: list[float] | np.ndarray, chal_abs: list[float] | np.ndarray, alpha: float
+) -> tuple[bool, float]:
+    """One-sided Welch's t-test of H0: challenger mean |error| <= champion mean |error|
+    (``scipy.stats.ttest_ind(chal, champ, equal_var=False, alternative="greater")``).
+
+    Returns (reject H0, p-value). Fewer than two errors on a side give no variance
+    estimate: the test cannot reject. Without any spread on either side (every error equal)
+    the t statistic is undefined; then a larger constant error is certain evidence, an
+    equal or smaller one none.
+    """
+    chal = np.asarray(chal_abs, dtype=float)
+    champ = np.asarray(champ_abs, dtype=float)
+    if len(chal) < 2 or len(champ) < 2:
+        return False, 1.0
+    if np.ptp(chal) == 0 and np.ptp(champ) == 0:
+        worse = bool(chal.mean() > champ.mean())
+        return worse, 0.0 if worse else 1.0
+    res = sps.ttest_ind(chal, champ, equal_var=False, alternative="greater")
+    p_value = float(res.pvalue)
+    return p_value < alpha, p_value
+
+
+def _label_evidence(snap: StatsSnapshot, task: str) -> int:
+    """Labelled rows a version has for the label test of ``task``."""
+    return len(snap.abs_errors) if task == "regression" else snap.labelled
+
+
 def analyze(
     champion: StatsSnapshot,
     challenger: StatsSnapshot,
@@ -112,14 +159,15 @@ def analyze(
     latency_p99_floor_ms: float,
     min_labelled: int,
     accuracy_alpha: float,
+    task: str = "classification",
 ) -> Verdict:
     """Compare a challenger with the champion over the same window.
 
     Fail on: error rate above champion's plus ``error_rate_margin``; p99 latency above
     ``latency_p99_factor`` times the champion's (and above ``latency_p99_floor_ms``, so that
-    1 ms vs 2.5 ms is not a failure); accuracy on feedback worse under a one-sided test at
-    ``accuracy_alpha`` (only when both have ``min_labelled`` labels). Not enough challenger
-    requests is inconclusive.
+    1 ms vs 2.5 ms is not a failure); the label test at ``accuracy_alpha`` (only when both
+    have ``min_labelled`` labels): accuracy worse for classifiers, absolute errors larger
+    for regressors (``task`` "regression"). Not enough challenger requests is inconclusive.
     """
     numbers = {"champion": champion.to_dict(), "challenger": challenger.to_dict()}
     if challenger.requests < min_requests:
@@ -145,16 +193,25 @@ def analyze(
     if reasons:
         # Errors and latency need no labels: fail now rather than wait for feedback.
         return Verdict("fail", reasons, numbers)
-    labels_flowing = champion.labelled > 0 or challenger.labelled > 0
-    if labels_flowing and min(champion.labelled, challenger.labelled) < min_labelled:
-        # Feedback exists, so accuracy is the check that matters most: wait for it.
+    n_champ, n_chal = _label_evidence(champion, task), _label_evidence(challenger, task)
+    labels_flowing = n_champ > 0 or n_chal > 0
+    if labels_flowing and min(n_champ, n_chal) < min_labelled:
+        # Feedback exists, so the label test is the check that matters most: wait for it.
         return Verdict(
             "inconclusive",
             [
-                f"waiting for feedback: {challenger.labelled} challenger and "
-                f"{champion.labelled} champion labels of {min_labelled} needed"
+                f"waiting for feedback: {n_chal} challenger and "
+                f"{n_champ} champion labels of {min_labelled} needed"
             ],
             numbers,
+        )
+    if task == "regression":
+        if labels_flowing:
+            reasons += _error_test(champion, challenger, accuracy_alpha, numbers)
+        if reasons:
+            return Verdict("fail", reasons, numbers)
+        return Verdict(
+            "pass", ["error rate, p99 latency and absolute errors within bounds"], numbers
         )
     if challenger.labelled >= min_labelled and champion.labelled >= min_labelled:
         worse, p = accuracy_worse(
@@ -173,3 +230,17 @@ def analyze(
     if reasons:
         return Verdict("fail", reasons, numbers)
     return Verdict("pass", ["error rate, p99 latency and accuracy within bounds"], numbers)
+
+
+def _error_test(
+    champion: StatsSnapshot, challenger: StatsSnapshot, alpha: float, numbers: dict[str, Any]
+) -> list[str]:
+    """The regression label test: why the challenger fails it (empty: it does not)."""
+    worse, p = abs_errors_worse(champion.abs_errors, challenger.abs_errors, alpha)
+    numbers["abs_error_p_value"] = p
+    if not worse:
+        return []
+    return [
+        f"mean absolute error {challenger.mae:.4g} worse than champion {champion.mae:.4g} "
+        f"(one-sided Welch t-test p={p:.2g} < {alpha})"
+    ]

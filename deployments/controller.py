@@ -198,10 +198,12 @@ class RolloutController:
         replica_id: str | None = None,
         loaded: str | None = None,
         held: dict[str, Any] | None = None,
+        refused: dict[str, dict[str, str]] | None = None,
     ) -> dict[str, Any]:
         """Long-poll: the state as soon as its epoch differs from ``known_epoch``.
 
-        ModelServer replicas pass their slot, id and loaded version: that is their heartbeat.
+        ModelServer replicas pass their slot, id and loaded version: that is their heartbeat;
+        and ``refused``, the versions they will not load (with why), shown in ``load_errors``.
         A router may pass ``held``, the state it last applied. Until the registry has been
         read once (a restart during an outage), a router gets `StateUnknown` rather than an
         empty state (it keeps routing as it was), unless a router's ``held`` state, confirmed
@@ -209,7 +211,11 @@ class RolloutController:
         """
         core = self._core
         if slot is not None and replica_id is not None:
-            core.record_replica(slot, replica_id, loaded)
+            before = core.load_errors()
+            core.record_replica(slot, replica_id, loaded, refused)
+            if core.load_errors() != before:
+                core.bump()  # routers answer 503 with the reason, /health says it
+                await self._notify()
         if not core.known and core.adopt_provisional(held):
             await self._notify()
         timeout_s = self._args["poll_timeout_s"] if timeout_s is None else timeout_s
@@ -262,6 +268,9 @@ class RolloutController:
         await self._notify()
         deadline = time.monotonic() + self._args["slot_ready_timeout_s"]
         while not self._core.slot_ready(slot, version):
+            why = self._core.slot_refused(slot, version)
+            if why is not None:
+                raise RuntimeError(f"slot {slot} cannot serve v{version}: {why}")
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"slot {slot} did not load v{version} within "
@@ -481,10 +490,21 @@ class RolloutController:
     async def history(self) -> list[dict[str, Any]]:
         return list(self._core.history)
 
-    async def _stats(self, since: float) -> tuple[StatsSnapshot, StatsSnapshot]:
+    def _task(self) -> str:
+        """The task of the rollout (the challenger's, else the champion's; classification
+        when the version info has none): which label test the analysis runs."""
+        core = self._core
+        for version in (core.rollout["version"], core.champion):
+            task = (core.versions.get(version) or {}).get("task")
+            if task:
+                return str(task)
+        return "classification"
+
+    async def _stats(self, since: float, task: str) -> tuple[StatsSnapshot, StatsSnapshot]:
         ro = self._core.rollout
         versions = [self._core.champion, ro["version"]]
-        raw = await self._monitor.version_stats.remote(versions, since)
+        tasks = dict.fromkeys(versions, task)
+        raw = await self._monitor.version_stats.remote(versions, since, tasks)
         return StatsSnapshot(**raw[versions[0]]), StatsSnapshot(**raw[versions[1]])
 
     async def _analysis_loop(self) -> None:
@@ -514,7 +534,8 @@ class RolloutController:
                 return
             now = core.wall()
             elapsed = now - ro["step_started_at"]
-            champ, chal = await self._stats(ro["step_started_at"])
+            task = self._task()
+            champ, chal = await self._stats(ro["step_started_at"], task)
             verdict = analyze(
                 champ,
                 chal,
@@ -524,6 +545,7 @@ class RolloutController:
                 latency_p99_floor_ms=policy["latency_p99_floor_ms"],
                 min_labelled=policy["min_labelled"],
                 accuracy_alpha=policy["accuracy_alpha"],
+                task=task,
             )
             ro["analysis"] = {
                 "outcome": verdict.outcome,

@@ -3,6 +3,11 @@
 Each replica follows the RolloutController: it loads its slot's version by registry URI before
 it reports that version as loaded (and, when it starts, before it is ready at all), so traffic
 only reaches a slot whose replicas already hold the model.
+
+Any MLflow model the deployment's loading policy allows serves (`training.safe_load`): what a
+request gets back follows the model (contract C2 of issue 13): class labels and probabilities
+from a classifier that has ``predict_proba``, numbers from a regressor, and whatever a pyfunc
+returns (an array, a Series, a DataFrame) as JSON, one entry per input row.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import warnings
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from ray import serve
 
 from deployments.routing import ModelError
-from training import registry
-from training.safe_load import ModelRefused
+from training import registry, safe_load
+from training.safe_load import PYFUNC, ModelLoadFailed, ModelRefused
 
 log = logging.getLogger("ray.serve")
 
@@ -41,38 +47,171 @@ def _final_estimator(model: Any) -> Any:
     return steps[-1][1] if steps else model
 
 
+# Signature column types -> the dtype a column is cast to before a pyfunc's predict (MLflow's
+# schema enforcement refuses, say, float64 values for a ``long`` column).
+_COLUMN_DTYPES = {
+    "double": "float64",
+    "float": "float32",
+    "long": "int64",
+    "integer": "int32",
+    "boolean": "bool",
+}
+
+
+def to_rows(out: Any, n_rows: int) -> list[Any]:
+    """A model's output as one JSON-able entry per row (contract C2): numbers, strings or
+    bools for a 1-D output, a list per row for a 2-D array, a ``{column: value}`` dict per row
+    for a DataFrame of 2+ columns (one column: its plain values)."""
+    if isinstance(out, dict):
+        out = pd.DataFrame(out)
+    if isinstance(out, pd.DataFrame) and out.shape[1] != 1:
+        cols = [str(c) for c in out.columns]
+        rows: Any = [
+            {c: _native(v) for c, v in zip(cols, r, strict=True)} for r in out.itertuples(False)
+        ]
+    elif isinstance(out, pd.DataFrame):
+        rows = [_native(v) for v in out.iloc[:, 0].tolist()]
+    elif isinstance(out, (pd.Series, np.ndarray)):
+        rows = [_native(v) for v in out.tolist()] if out.dtype.kind == "O" else out.tolist()
+    else:
+        rows = _native(list(out)) if isinstance(out, (list, tuple)) else out
+    if not isinstance(rows, list) or len(rows) != n_rows:
+        got = len(rows) if isinstance(rows, list) else type(out).__name__
+        raise ValueError(f"the model answered {got} predictions for {n_rows} rows")
+    return rows
+
+
+def _native(v: Any) -> Any:
+    """numpy / pandas scalars as Python values (JSON-able); lists and dicts element-wise."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, list):
+        return [_native(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _native(x) for k, x in v.items()}
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v
+
+
 def _split(model: LoadedModel, X: np.ndarray, sizes: list[int]) -> list[dict[str, Any]]:
     """Run ``model`` on ``X`` once and cut the answer into one dict per request size."""
     pred, proba = model.predict(X)
+    rows = to_rows(pred, len(X))
     out, start = [], 0
     for n in sizes:
-        out.append(
-            {
-                "predictions": pred[start : start + n].tolist(),
-                "probabilities": proba[start : start + n].tolist(),
-                "model_version": model.version,
-            }
-        )
+        answer: dict[str, Any] = {
+            "predictions": rows[start : start + n],
+            "model_version": model.version,
+        }
+        if proba is not None:
+            answer["probabilities"] = proba[start : start + n].tolist()
+        out.append(answer)
         start += n
     return out
 
 
 class LoadedModel:
-    """A scikit-learn estimator and what it answers; the plain part tests use without Ray."""
+    """A loaded version and what it answers; the plain part tests use without Ray.
 
-    def __init__(self, version: str, model: Any):
+    ``flavor`` says how it was loaded (`training.safe_load.load_served`): ``sklearn`` and the
+    native flavors (lightgbm, xgboost, catboost) hold an estimator, called on the numpy rows
+    (classifiers also answer ``predict_proba``; a scikit-learn one whose predict is argmax of
+    it, in one pass); ``python_function`` holds a `mlflow.pyfunc.PyFuncModel`, called on a
+    DataFrame of ``feature_names`` cast to the signature's column types (or an array of the
+    signature's tensor dtype and shape)."""
+
+    def __init__(
+        self,
+        version: str,
+        model: Any,
+        flavor: str = "sklearn",
+        feature_names: list[str] | None = None,
+        input_schema: list[dict[str, Any]] | None = None,
+    ):
         self.version = version
         self.model = model
-        self._classes = np.asarray(getattr(model, "classes_", []))
+        self.flavor = flavor
+        self.feature_names = list(feature_names or [])
+        self.input_schema = list(input_schema or [])
+        self._pyfunc = flavor == PYFUNC
+        self._classes = np.asarray(getattr(model, "classes_", []) if not self._pyfunc else [])
+        self._proba = len(self._classes) > 0 and callable(getattr(model, "predict_proba", None))
         self._proba_only = (
-            type(_final_estimator(model)).__name__ in _PROBA_ARGMAX and len(self._classes) > 0
+            self._proba
+            and flavor == "sklearn"
+            and type(_final_estimator(model)).__name__ in _PROBA_ARGMAX
         )
+        self._tensor = len(self.input_schema) == 1 and self.input_schema[0]["type"] == "tensor"
+        self._casts = {
+            s["name"]: _COLUMN_DTYPES[s["type"]]
+            for s in self.input_schema
+            if s.get("name") in self.feature_names and s["type"] in _COLUMN_DTYPES
+        }
 
-    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def has_probabilities(self) -> bool:
+        return self._proba
+
+    def predict(self, X: np.ndarray) -> tuple[Any, np.ndarray | None]:
+        """The model's raw answer on rows ``X`` (see `to_rows`) and its class probabilities
+        (columns in ``classes_`` order), None where the model has none."""
+        if self._pyfunc:
+            return self.model.predict(self.model_input(X)), None
         if self._proba_only:
             proba = self.model.predict_proba(X)
             return self._classes[np.argmax(proba, axis=1)], proba
-        return self.model.predict(X), self.model.predict_proba(X)
+        if self._proba:
+            return self.model.predict(X), self.model.predict_proba(X)
+        return self.model.predict(X), None
+
+    def model_input(self, X: np.ndarray) -> pd.DataFrame | np.ndarray:
+        """What a pyfunc's predict gets for rows ``X`` (in ``feature_names`` order)."""
+        if self._tensor:
+            # A 2-D [-1, k] tensor (`load_version` refuses other shapes): the rows as they are.
+            return np.asarray(X).astype(self.input_schema[0]["dtype"], copy=False)
+        frame = pd.DataFrame(X, columns=self.feature_names or None)
+        for name, dtype in self._casts.items():
+            frame[name] = _cast(frame[name], name, dtype)
+        return frame
+
+
+def _cast(col: pd.Series, name: str, dtype: str) -> pd.Series:
+    if dtype.startswith("int"):
+        values = pd.to_numeric(col)
+        if not np.all(np.mod(values, 1) == 0):
+            bad = values[np.mod(values, 1) != 0].iloc[0]
+            raise ValueError(f"column {name!r} takes integers (the signature), got {bad!r}")
+        return values.astype(dtype)
+    if dtype == "bool":
+        return col.astype(bool)
+    return col.astype(dtype)
+
+
+def load_version(tracking_uri: str, model_name: str, version: str) -> LoadedModel:
+    """Describe ``version`` (its signature), then load it as the deployment allows
+    (`training.safe_load.load_served`). Raises `ModelRefused` (or its `ModelLoadFailed`) for
+    a version this deployment does not serve; registry errors propagate (retried)."""
+    registry.use_tracking_uri(tracking_uri)
+    info = registry.version_info(registry.get_client(tracking_uri), model_name, version)
+    if info.has_signature and not info.feature_names:
+        raise ModelRefused(
+            f"models:/{model_name}/{version}: its signature names no input columns "
+            f"({info.input_schema}); the model servers take rows of named columns, or one "
+            "2-D tensor [-1, k]"
+        )
+    served = safe_load.load_served(
+        registry.model_uri(model_name, version),
+        # Our own versions name their columns in the feature_names tag.
+        require_signature="feature_names" not in info.tags,
+    )
+    return LoadedModel(
+        version,
+        served.model,
+        flavor=served.flavor,
+        feature_names=info.feature_names,
+        input_schema=info.input_schema,
+    )
 
 
 @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
@@ -90,8 +229,10 @@ class ModelServer:
         self._args = args
         self._model: LoadedModel | None = None
         # Versions whose artifact this deployment refuses to load (format, types, estimator
-        # class; training.safe_load): version -> why. Not retried: the artifact will not change.
+        # class, flavor, no signature, a loader that raised; training.safe_load): version ->
+        # why. Not retried: the artifact will not change.
         self._refused: dict[str, str] = {}
+        self._refused_kind: dict[str, str] = {}  # version -> "refused" | "load_failed"
         self._load_lock = asyncio.Lock()
         self._replica_id = serve.get_replica_context().replica_id.unique_id
         self._epoch = -1
@@ -112,6 +253,10 @@ class ModelServer:
             self._slot,
             self._replica_id,
             self._model.version if self._model else None,
+            refused={
+                v: {"kind": self._refused_kind.get(v, "refused"), "reason": why}
+                for v, why in self._refused.items()
+            },
         )
 
     async def _follow(self) -> None:
@@ -145,17 +290,19 @@ class ModelServer:
             if self._model is None or self._model.version != version:
                 log.info("slot %s: loading %s v%s", self._slot, self._args["model_name"], version)
                 try:
-                    est = await asyncio.to_thread(
-                        registry.load_model,
+                    loaded = await asyncio.to_thread(
+                        load_version,
                         self._args["tracking_uri"],
                         self._args["model_name"],
                         version,
                     )
                 except ModelRefused as exc:
-                    self._refused[version] = str(exc)
+                    self._refused[version] = str(exc)[:1000]
+                    kind = "load_failed" if isinstance(exc, ModelLoadFailed) else "refused"
+                    self._refused_kind[version] = kind
                     log.error("slot %s: refused to load v%s: %s", self._slot, version, exc)
                     raise
-                self._model = LoadedModel(version, est)
+                self._model = loaded
                 log.info("slot %s: v%s loaded", self._slot, version)
             return self._model
 

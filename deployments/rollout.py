@@ -60,6 +60,10 @@ class StaleRecord(RolloutError):
 class ReplicaSeen:
     loaded: str | None
     at: float
+    # Versions this replica refused to load: version -> {"kind": "refused" | "load_failed",
+    # "reason": ...} (deployments.model_server; the artifact will not change, so neither will
+    # the answer).
+    refused: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -195,6 +199,7 @@ class RolloutCore:
             "replicas": {s: self.replica_count(s) for s in SLOTS},
             "registry_reachable": self.registry_health.reachable,
             "provisional": self.provisional,
+            "load_errors": self.load_errors(),
         }
 
     def live_slot(self) -> str | None:
@@ -208,8 +213,36 @@ class RolloutCore:
         return next(s for s in SLOTS if s != live)
 
     # ---- replica bookkeeping -------------------------------------------------------------
-    def record_replica(self, slot: str, replica_id: str, loaded: str | None) -> None:
-        self.replicas[slot][replica_id] = ReplicaSeen(loaded, self.clock())
+    def record_replica(
+        self,
+        slot: str,
+        replica_id: str,
+        loaded: str | None,
+        refused: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        self.replicas[slot][replica_id] = ReplicaSeen(loaded, self.clock(), dict(refused or {}))
+
+    def load_errors(self) -> dict[str, dict[str, str]]:
+        """Versions assigned to a slot that a live replica of that slot refused to load:
+        version -> {"slot", "kind", "reason"}."""
+        now = self.clock()
+        out: dict[str, dict[str, str]] = {}
+        for slot, version in self.slots.items():
+            if version is None:
+                continue
+            for r in self.replicas[slot].values():
+                if now - r.at <= self.heartbeat_ttl_s and version in r.refused:
+                    out[version] = {"slot": slot, **r.refused[version]}
+                    break
+        return out
+
+    def slot_refused(self, slot: str, version: str) -> str | None:
+        """Why ``slot`` cannot serve ``version``: every live replica refused it; else None."""
+        now = self.clock()
+        alive = [r for r in self.replicas[slot].values() if now - r.at <= self.heartbeat_ttl_s]
+        if alive and all(version in r.refused for r in alive):
+            return alive[0].refused[version].get("reason", "refused at load")
+        return None
 
     def forget_replica(self, slot: str, replica_id: str) -> None:
         self.replicas[slot].pop(replica_id, None)

@@ -6,7 +6,10 @@ RolloutController; a request never calls the controller or the registry.
 
 import asyncio
 import contextlib
+import copy
 import hmac
+import importlib.metadata
+import inspect
 import json
 import logging
 import os
@@ -18,6 +21,8 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayError, RayTaskError
@@ -27,13 +32,14 @@ from ray.serve.exceptions import (
     ReplicaUnavailableError,
 )
 
-from deployments import schemas
+from deployments import oip, schemas
 from deployments.coalesce import Coalescer
 from deployments.controller import StateUnknown
 from deployments.records import RecordBuffer
 from deployments.routing import ModelError, NoLiveModel, TrafficSplit, UnknownVersion
 from deployments.schemas import InputError
 from monitoring.metrics import Metrics
+from training.safe_load import ModelRefused
 
 log = logging.getLogger("ray.serve")
 
@@ -44,10 +50,14 @@ api = FastAPI(
     title="raymlops",
     description=(
         "Predictions from the registered champion (and a canary challenger), "
-        "MLflow scoring protocol, health, model info and admin routes."
+        "MLflow scoring protocol, Open Inference Protocol V2, health, model info and admin "
+        "routes."
     ),
     version="0.1.0",
+    # Served by the Router itself (`Router.openapi_json`): its examples follow the model served.
+    openapi_url=None,
 )
+MLFLOW_VERSION = importlib.metadata.version("mlflow")
 
 
 def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -62,6 +72,40 @@ def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None
 def _error(status: int, detail: str, **extra: Any) -> Response:
     headers = {"Retry-After": "1"} if status == 503 else None
     return _json({"detail": detail, **extra}, status, headers)
+
+
+def _oip_error(status: int, detail: str, **extra: Any) -> Response:
+    """An Open Inference Protocol error: ``{"error": "..."}`` (KServe's and Triton's shape)."""
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return _json({"error": detail, **extra}, status, headers)
+
+
+# MLflow's error codes (mlflow.protos.databricks_pb2) by HTTP status, as its scoring server
+# answers them; our own "detail" key stays alongside for clients of the earlier shape.
+MLFLOW_ERROR_CODES = {
+    404: "RESOURCE_DOES_NOT_EXIST",
+    413: "RESOURCE_EXHAUSTED",
+    415: "BAD_REQUEST",
+    500: "INTERNAL_ERROR",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
+
+
+def _mlflow_error(status: int, detail: str, **extra: Any) -> Response:
+    """An ``/invocations`` error in the shape of MLflow's scoring server:
+    ``{"error_code": "BAD_REQUEST", "message": "..."}``."""
+    code = MLFLOW_ERROR_CODES.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return _json(
+        {"error_code": code, "message": detail, "detail": detail, **extra}, status, headers
+    )
+
+
+def _reencode(response: Response, error) -> Response:
+    """An error answer of `_error` (``{"detail", ...}``) in another protocol's shape."""
+    body = json.loads(response.body)
+    detail = body.pop("detail", "error")
+    return error(response.status_code, detail, **body)
 
 
 def _internal_error(what: str, exc: BaseException, request_id: str | None = None) -> Response:
@@ -118,7 +162,56 @@ INVOCATIONS_BODY = {
                     "description": "MLflow scoring protocol: exactly one of dataframe_split, "
                     "dataframe_records, instances, inputs",
                 },
-                "example": {"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 2.0]]}},
+                "example": {"dataframe_split": {"columns": ["x0", "x1"], "data": [[1.0, 2.0]]}},
+            },
+            "text/csv": {
+                "schema": {"type": "string", "description": "a header row of feature names"},
+                "example": "x0,x1\n1.0,2.0\n",
+            },
+            "application/vnd.apache.parquet": {
+                "schema": {"type": "string", "format": "binary"},
+            },
+        },
+    }
+}
+
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "description": "Open Inference Protocol V2: one 2-D tensor [n, k] in "
+                    "feature order, or one tensor [n] per feature (named by the feature)",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "shape", "datatype", "data"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "shape": {"type": "array", "items": {"type": "integer"}},
+                                    "datatype": {"type": "string", "enum": sorted(oip.DATATYPES)},
+                                    "data": {"type": "array"},
+                                },
+                            },
+                        },
+                        "outputs": {
+                            "type": "array",
+                            "items": {"type": "object", "properties": {"name": {"type": "string"}}},
+                        },
+                    },
+                },
+                "example": {
+                    "inputs": [
+                        {"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}
+                    ]
+                },
             }
         },
     }
@@ -139,6 +232,129 @@ FEEDBACK_BODY = {
         },
     }
 }
+
+
+# ---- the OpenAPI document: every error documented, bearer auth declared, live examples ----
+ERROR_SCHEMAS = {
+    "detail": {
+        "type": "object",
+        "required": ["detail"],
+        "properties": {"detail": {"type": "string"}},
+    },
+    "oip": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "mlflow": {
+        "type": "object",
+        "required": ["error_code", "message"],
+        "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},
+    },
+}
+STATUS_TEXT = {
+    400: "bad body: not JSON (or CSV/parquet), nested too deeply, or a bad tensor",
+    401: "missing bearer token",
+    403: "invalid token",
+    404: "unknown model, or the version asked for is not live",
+    408: "the body did not arrive in time",
+    409: "the controller refused the change (see the answer)",
+    413: "body or batch over the limit",
+    415: "unsupported Content-Type (the answer names the supported ones)",
+    422: "well-formed but invalid input (wrong features, values out of bounds)",
+    500: "the model raised on this input (details in the log under the request id)",
+    503: "not ready (no champion routable), overloaded, or a dependency restarting; retry",
+}
+PREDICTING = [400, 404, 408, 413, 422, 500, 503]
+ADMIN = [400, 401, 403, 408, 409, 413, 422, 503]
+
+
+def _route_errors(path: str, method: str) -> tuple[list[int], str]:
+    """The error statuses a route answers, and the shape of its error bodies."""
+    if path.startswith("/v2"):
+        if method == "post":
+            return PREDICTING, "oip"
+        if path.startswith("/v2/models"):
+            return [404, 503], "oip"
+        return ([503] if path == "/v2/health/ready" else []), "oip"
+    if path == "/invocations":
+        return [*PREDICTING, 415], "mlflow"
+    if path == "/predict":
+        return PREDICTING, "detail"
+    if path == "/feedback":
+        return [400, 401, 403, 408, 413, 422, 503], "detail"
+    if path.startswith("/admin") or path == "/reload":
+        return ADMIN, "detail"
+    if path in ("/health", "/model-info", "/monitor/status", "/ping"):
+        return [503], "detail"
+    return [], "detail"
+
+
+def _security(path: str) -> list[dict[str, list]] | None:
+    if path.startswith("/admin") or path in ("/reload", "/feedback"):
+        return [{"bearer": []}]
+    if path == "/monitor/status":
+        return [{}, {"bearer": []}]  # error texts are shown with the admin token only
+    return None
+
+
+def document_openapi(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` (FastAPI's generated document) with every route's error answers, their body
+    shapes, and the bearer scheme of the admin routes and /feedback declared."""
+    components = doc.setdefault("components", {})
+    components.setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "admin routes: the admin token; /feedback: the feedback token",
+    }
+    for path, operations in doc.get("paths", {}).items():
+        for method, op in operations.items():
+            statuses, shape = _route_errors(path, method)
+            responses = op.setdefault("responses", {})
+            for status in statuses:
+                responses[str(status)] = {
+                    "description": STATUS_TEXT[status],
+                    "content": {"application/json": {"schema": ERROR_SCHEMAS[shape]}},
+                }
+            security = _security(path)
+            if security is not None:
+                op["security"] = security
+    return doc
+
+
+def _body_example(doc: dict[str, Any], path: str, media: str, example: Any) -> None:
+    op = doc.get("paths", {}).get(path, {}).get("post")
+    if op is None:
+        return
+    content = op.get("requestBody", {}).get("content", {})
+    if media in content:
+        content[media]["example"] = example
+
+
+def fill_examples(
+    doc: dict[str, Any], feature_names: list[str], model_name: str, version: str
+) -> dict[str, Any]:
+    """``doc`` with request examples a client can send as they are to the model served:
+    its feature names and count, its registered name and live version in OIP paths."""
+    k = len(feature_names)
+    row = [0.0] * k
+    _body_example(doc, "/predict", "application/json", {"features": [row]})
+    _body_example(
+        doc,
+        "/invocations",
+        "application/json",
+        {"dataframe_split": {"columns": feature_names, "data": [row]}},
+    )
+    csv = ",".join(feature_names) + "\n" + ",".join("0.0" for _ in feature_names) + "\n"
+    _body_example(doc, "/invocations", "text/csv", csv)
+    infer = {"inputs": [{"name": "input-0", "shape": [1, k], "datatype": "FP64", "data": row}]}
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        _body_example(doc, path, "application/json", infer)
+    values = {"name": model_name, "version": version}
+    for path, operations in doc.get("paths", {}).items():
+        if not path.startswith("/v2/models/"):
+            continue
+        for op in operations.values():
+            for param in op.get("parameters", []):
+                if param.get("in") == "path" and param.get("name") in values:
+                    param["example"] = values[param["name"]]
+    return doc
 
 
 def _unlimited() -> int:
@@ -185,10 +401,14 @@ def read_token(env_name: str, value: str | None) -> str | None:
 
 def classify_error(exc: BaseException) -> str | None:
     """The ``mlops_errors`` kind of an exception from a slot call: "overloaded" (503),
-    "model_error" (500: the model raised), "replica" (503: a replica or the whole deployment
-    is unavailable), or ``None`` for anything else (500, unexpected)."""
+    "refused" (503: the version was refused at load), "model_error" (500: the model raised),
+    "replica" (503: a replica or the whole deployment is unavailable), or ``None`` for
+    anything else (500, unexpected)."""
     if isinstance(exc, BackPressureError):
         return "overloaded"
+    # Before RayTaskError: the error Ray hands back from the replica is also a ModelRefused.
+    if isinstance(exc, ModelRefused):
+        return "refused"
     if isinstance(exc, (RayTaskError, ModelError)):
         return "model_error"
     # Serve's own "unavailable" errors are not RayErrors: a deployment that failed to deploy
@@ -251,6 +471,7 @@ class Router:
         self._args = args
         self._limits = args["limits"]
         self._state: dict[str, Any] | None = None
+        self._openapi_base: dict[str, Any] | None = None  # built on the first /openapi.json
         self._registry_unknown = False  # the controller answers StateUnknown: MLflow is down
         self._split = TrafficSplit.from_state({}, {})
         self._shadow: tuple[str, str] | None = None  # (slot, version) of a shadowed challenger
@@ -401,10 +622,42 @@ class Router:
         )
 
     # ---- helpers -------------------------------------------------------------------------
-    def _not_ready(self) -> Response:
+    def _why_refused(self, version: str, admin: bool = False) -> str:
+        """Why ``version`` was refused at load, as the model servers reported it. A loader's
+        own exception is shown to admins only (it names files and modules); our refusals
+        (no signature, a flavor or format not allowed) say what to do and are shown to all."""
+        err = ((self._state or {}).get("load_errors") or {}).get(version)
+        if err is None:
+            return "see the model server's log"
+        if err.get("kind") == "load_failed" and not admin:
+            return (
+                "the model's loader raised an exception: GET /health with the admin token, or "
+                "the model server's log"
+            )
+        return err.get("reason", "see the model server's log")
+
+    def _champion_refused(self) -> str | None:
+        """The champion's version when its slot refused to load it (nothing can serve)."""
+        state = self._state
+        if not state or not state.get("load_errors"):
+            return None
+        champion = state.get("champion")
+        return champion if champion in state["load_errors"] else None
+
+    def _ready(self) -> bool:
+        return self._split.ready and self._champion_refused() is None
+
+    def _not_ready(self, admin: bool = False) -> Response:
         state = self._state
         if state is None:
             return _error(503, "the rollout controller has not answered yet; retry shortly")
+        refused = self._champion_refused()
+        if refused is not None:
+            return _error(
+                503,
+                f"champion v{refused} of {state['model_name']!r} cannot be served: "
+                f"{self._why_refused(refused, admin)}",
+            )
         if state.get("last_error"):
             # The controller's error is exception text (registry URIs, hosts): admins read it
             # in GET /admin/rollout, everyone else gets this.
@@ -478,8 +731,44 @@ class Router:
     def _error_kind(self, version: str, kind: str) -> None:
         self._metrics.add("mlops_errors", 1, (("kind", kind), ("model_version", version)))
 
-    async def _run(self, request: Request, route: str, rows_of) -> Response | dict[str, Any]:
-        """Shared path of /predict and /invocations: parse, route, call, record, map errors."""
+    async def _run(
+        self,
+        request: Request,
+        route: str,
+        rows_of,
+        *,
+        decode=None,
+        build=None,
+        error=None,
+    ) -> Response | dict[str, Any]:
+        """Shared path of every prediction route: read, parse, route, call, record, map errors.
+
+        ``rows_of(payload)`` gives ``(rows, pin, routing key)``; ``decode(raw bytes)`` the
+        payload, or an awaitable of it (default: JSON under the depth limit);
+        ``build(rows, version info)`` the float matrix (default: `schemas.to_matrix`).
+        ``error(status, detail, **extra)`` re-encodes every error answer in a protocol's own
+        shape (OIP's ``{"error"}``, MLflow's ``{"error_code", "message"}``)."""
+        out = await self._predict_path(
+            request, route, rows_of, decode or self._decode_json, build or self._rows_matrix
+        )
+        if error is not None and isinstance(out, Response) and out.status_code >= 400:
+            return _reencode(out, error)
+        return out
+
+    def _decode_json(self, raw: bytes) -> Any:
+        return schemas.parse_json(raw, self._limits["max_json_depth"])
+
+    def _rows_matrix(self, rows: Any, info: dict[str, Any]) -> np.ndarray:
+        return schemas.to_matrix(
+            rows,
+            info["feature_names"],
+            self._args["max_batch_rows"],
+            self._limits["max_abs_feature"],
+        )
+
+    async def _predict_path(
+        self, request: Request, route: str, rows_of, decode, build
+    ) -> Response | dict[str, Any]:
         t0 = time.perf_counter()
         if self._state is None:
             return self._not_ready()
@@ -487,20 +776,21 @@ class Router:
         slot = version = "none"
         pin = None
         try:
-            payload = await self._body(request, f"/{route}", "predict_body_bytes")
+            raw = await self._read(request, request.url.path, "predict_body_bytes")
+            payload = decode(raw)
+            if inspect.isawaitable(payload):  # a parser run off the event loop
+                payload = await payload
             rows, pin, key = rows_of(payload)
             if pin is None:
                 pin = schemas.text_field(request.headers.get("x-model-version"), "X-Model-Version")
             if key is None:
                 key = schemas.text_field(request.headers.get("x-routing-key"), "X-Routing-Key")
             slot, version = self._split.pick(pin, key)
-            info = self._state["versions"][version]
-            X = schemas.to_matrix(
-                rows,
-                info["feature_names"],
-                self._args["max_batch_rows"],
-                self._limits["max_abs_feature"],
-            )
+            if version in (self._state.get("load_errors") or {}):
+                # Its replicas refused it at load: 503 with why, before validating against a
+                # signature it may not have.
+                raise ModelRefused(f"v{version} was refused at load")
+            X = build(rows, self._state["versions"][version])
             out = await self._coalescers[slot].submit(version, X)
         except InputError as exc:
             self._error_kind(version, "bad_input")
@@ -574,6 +864,13 @@ class Router:
         )
         if kind == "overloaded":
             return _error(503, "overloaded: too many requests queued for the model; retry")
+        if kind == "refused":
+            return _error(
+                503,
+                f"model v{version} cannot be served: it was refused at load "
+                f"({self._why_refused(version)})",
+                request_id=request_id,
+            )
         if kind == "replica":
             log.error(
                 "router: request %s: slot %s (v%s) unavailable: %r", request_id, slot, version, exc
@@ -615,15 +912,175 @@ class Router:
     async def invocations(self, request: Request):
         """MLflow scoring protocol (as `mlflow models serve`): answers {"predictions": [...]}."""
 
+        fmt = "json"
+
+        def decode(raw: bytes) -> Any:
+            nonlocal fmt
+            fmt = schemas.invocation_format(request.headers.get("content-type"))
+            # pandas parses a body of up to the byte limit in a thread: other requests on
+            # this router do not wait for it.
+            if fmt == "csv":
+                return asyncio.to_thread(schemas.parse_csv, raw)
+            if fmt == "parquet":
+                return asyncio.to_thread(schemas.parse_parquet, raw)
+            return self._decode_json(raw)
+
         def rows_of(payload):
+            if fmt != "json":
+                return payload, None, None  # a DataFrame
             version = self._split.versions[0] if self._split.ready else None
             names = self._state["versions"][version]["feature_names"] if version else []
             return schemas.invocation_rows(payload, names), None, None
 
-        out = await self._run(request, "invocations", rows_of)
+        def build(rows, info):
+            if fmt == "json":
+                return self._rows_matrix(rows, info)
+            return schemas.frame_to_matrix(
+                rows,
+                info["feature_names"],
+                self._args["max_batch_rows"],
+                self._limits["max_abs_feature"],
+            )
+
+        out = await self._run(
+            request, "invocations", rows_of, decode=decode, build=build, error=_mlflow_error
+        )
         if isinstance(out, Response):
             return out
         return _json({"predictions": out["predictions"]})
+
+    @api.get("/ping")
+    async def ping(self):
+        """Readiness as `mlflow models serve` answers it: 200 with an empty body when a
+        champion is routable, else 503."""
+        if not self._ready():
+            return Response(status_code=503, headers={"Retry-After": "1"})
+        return Response(status_code=200)
+
+    @api.get("/version")
+    async def mlflow_version(self):
+        """The MLflow version string (what MLflow's scoring server answers on /version)."""
+        return Response(MLFLOW_VERSION, media_type="text/plain")
+
+    # ---- Open Inference Protocol V2 (KServe, Triton, MLServer clients) --------------------
+    @api.get("/v2")
+    async def oip_server(self):
+        """OIP server metadata: name, version, extensions."""
+        return _json({"name": api.title, "version": api.version, "extensions": []})
+
+    @api.get("/v2/health/live")
+    async def oip_live(self):
+        """OIP liveness: 200 while the router answers."""
+        return _json({"live": True})
+
+    @api.get("/v2/health/ready")
+    async def oip_ready(self):
+        """OIP readiness: 200 when a champion is routable, else 503."""
+        if not self._ready():
+            return _reencode(self._not_ready(), _oip_error)
+        return _json({"ready": True})
+
+    def _oip_model(self, name: str, version: str | None = None) -> dict[str, Any] | Response:
+        """The version info an OIP model route is about (``version``, else the champion), or
+        the error answer: 503 not ready, 404 another model or a version that is not live."""
+        state = self._state
+        if state is None or not self._split.ready:
+            return _reencode(self._not_ready(), _oip_error)
+        if name != state["model_name"]:
+            return _oip_error(
+                404, f"unknown model {name[:100]!r}; this server serves {state['model_name']!r}"
+            )
+        live = sorted(self._split.by_version)
+        if version is None:
+            version = state.get("champion") or self._split.versions[0]
+        if version not in self._split.by_version or version not in state["versions"]:
+            return _oip_error(
+                404,
+                f"version {version[:64]!r} of {name!r} is not live; live versions: {live}",
+                live_versions=live,
+            )
+        return state["versions"][version]
+
+    def _oip_metadata(self, name: str, version: str | None) -> Response:
+        info = self._oip_model(name, version)
+        if isinstance(info, Response):
+            return info
+        live = sorted(self._split.by_version)
+        return _json(oip.model_metadata(name, live, info, oip.platform_of(info)))
+
+    def _oip_model_ready(self, name: str, version: str | None) -> Response:
+        info = self._oip_model(name, version)
+        if isinstance(info, Response):
+            return info
+        return _json({"name": name, "ready": True})
+
+    @api.get("/v2/models/{name}")
+    async def oip_model(self, name: str):
+        """OIP model metadata: live versions, platform, input and output tensors."""
+        return self._oip_metadata(name, None)
+
+    @api.get("/v2/models/{name}/ready")
+    async def oip_model_ready(self, name: str):
+        """OIP model readiness: 200 when the model has a routable version."""
+        return self._oip_model_ready(name, None)
+
+    @api.get("/v2/models/{name}/versions/{version}")
+    async def oip_version(self, name: str, version: str):
+        """OIP metadata of one live version."""
+        return self._oip_metadata(name, version)
+
+    @api.get("/v2/models/{name}/versions/{version}/ready")
+    async def oip_version_ready(self, name: str, version: str):
+        """OIP readiness of one version: 200 when it is live."""
+        return self._oip_model_ready(name, version)
+
+    @api.post("/v2/models/{name}/infer", openapi_extra=INFER_BODY)
+    async def oip_infer(self, name: str, request: Request):
+        """OIP inference through the canary split (routing key: header X-Routing-Key)."""
+        return await self._oip_infer(request, name, None)
+
+    @api.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=INFER_BODY)
+    async def oip_infer_version(self, name: str, version: str, request: Request):
+        """OIP inference pinned to one live version (404 when it is not live)."""
+        return await self._oip_infer(request, name, version)
+
+    async def _oip_infer(self, request: Request, name: str, version: str | None) -> Response:
+        state = self._state
+        if state is not None and name != state["model_name"]:
+            return _oip_error(
+                404, f"unknown model {name[:100]!r}; this server serves {state['model_name']!r}"
+            )
+        parsed: list[oip.InferRequest] = []
+
+        def decode(raw: bytes) -> tuple[Any, bytes]:
+            header = request.headers.get("inference-header-content-length")
+            head, binary = oip.split_body(raw, header)
+            return self._decode_json(head), binary
+
+        def rows_of(body):
+            return body, version, None
+
+        def build(body, info):
+            payload, binary = body
+            known = [*oip.KNOWN_OUTPUTS, *(o["name"] for o in oip.model_outputs(info))]
+            parsed.append(
+                oip.parse_infer(
+                    payload,
+                    info["feature_names"],
+                    self._args["max_batch_rows"],
+                    self._limits["max_abs_feature"],
+                    list(dict.fromkeys(known)),
+                    binary,
+                )
+            )
+            return parsed[0].X
+
+        out = await self._run(
+            request, "v2_infer", rows_of, decode=decode, build=build, error=_oip_error
+        )
+        if isinstance(out, Response):
+            return out
+        return _json(oip.infer_response(name, out, parsed[0], out["request_id"]))
 
     @api.post("/feedback", openapi_extra=FEEDBACK_BODY)
     async def feedback(self, request: Request):
@@ -662,13 +1119,44 @@ class Router:
                 self._metrics.add("mlops_feedback", n, (("outcome", outcome),))
         return _json(counts)
 
-    @api.get("/health")
-    async def health(self):
-        """Liveness and readiness: 200 when a champion is loaded and routable, else 503."""
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi_json(self, request: Request):
+        """The OpenAPI document, its examples built for the version served now."""
+        if self._openapi_base is None:
+            app = request.app
+            self._openapi_base = document_openapi(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+        doc = copy.deepcopy(self._openapi_base)
         state = self._state
+        version = (state or {}).get("champion")
+        info = (state or {}).get("versions", {}).get(version) if version else None
+        if info and info.get("feature_names"):
+            fill_examples(doc, list(info["feature_names"]), state["model_name"], version)
+        return _json(doc)
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self, request: Request):
+        """Swagger UI over /openapi.json."""
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(openapi_url=f"{root}/openapi.json", title=f"{api.title} docs")
+
+    @api.get("/health")
+    async def health(self, request: Request):
+        """Liveness and readiness: 200 when a champion is loaded and routable, else 503.
+
+        ``load_errors``: versions a model server refused to load, with why (a loader's own
+        exception text only with the admin token)."""
+        state = self._state
+        admin = self._is_admin(request)
         body = {
             "live": True,
-            "ready": self._split.ready,
+            "ready": self._ready(),
             "model_name": state["model_name"] if state else self._args["model_name"],
             "champion": state["champion"] if state else None,
             "slots": state["slots"] if state else {},
@@ -682,8 +1170,18 @@ class Router:
             ),
             "provisional": bool(state.get("provisional")) if state else False,
         }
-        if not self._split.ready:
-            body["detail"] = json.loads(self._not_ready().body)["detail"]
+        load_errors = (state or {}).get("load_errors") or {}
+        if load_errors:
+            body["load_errors"] = {
+                v: {
+                    "slot": e.get("slot"),
+                    "kind": e.get("kind"),
+                    "reason": self._why_refused(v, admin),
+                }
+                for v, e in load_errors.items()
+            }
+        if not body["ready"]:
+            body["detail"] = json.loads(self._not_ready(admin).body)["detail"]
             return _json(body, 503)
         return _json(body)
 

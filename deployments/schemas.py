@@ -424,3 +424,121 @@ def reason(body: dict, default: str) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= 500 or not _utf8(value):
         raise InputError(422, "reason must be a string of 1 to 500 characters")
     return value
+
+
+# ---- /invocations bodies other than JSON (as `mlflow models serve`) ------------------------
+CONTENT_TYPE_JSON = "application/json"
+CONTENT_TYPE_CSV = "text/csv"
+CONTENT_TYPE_PARQUET = "application/vnd.apache.parquet"  # MLflow's scoring server's name
+# MLflow's three, plus the names other clients use for parquet.
+INVOCATION_CONTENT_TYPES = {
+    CONTENT_TYPE_JSON: "json",
+    CONTENT_TYPE_CSV: "csv",
+    CONTENT_TYPE_PARQUET: "parquet",
+    "application/x-parquet": "parquet",
+}
+
+
+def invocation_format(content_type: str | None) -> str:
+    """``"json"``, ``"csv"`` or ``"parquet"`` for an ``/invocations`` Content-Type, or raise
+    `InputError` 415 naming the supported types. No header at all is JSON (curl -d sends a
+    form type, clients of the JSON protocol often send none); like MLflow's scoring server,
+    only the ``charset`` parameter is understood and only UTF-8."""
+    if not content_type or not content_type.strip():
+        return "json"
+    mime, *params = (p.strip() for p in content_type.split(";"))
+    pairs = dict(p.partition("=")[::2] for p in params if p)
+    supported = sorted(INVOCATION_CONTENT_TYPES)
+    if mime.lower() not in INVOCATION_CONTENT_TYPES:
+        raise InputError(
+            415,
+            f"unsupported Content-Type {_clip(content_type)!r}; /invocations accepts {supported}",
+        )
+    unknown = sorted(set(pairs) - {"charset"})
+    if unknown:
+        raise InputError(
+            415, f"unrecognized Content-Type parameters {[_clip(u, 30) for u in unknown]}"
+        )
+    if pairs.get("charset", "utf-8").strip('"').lower() != "utf-8":
+        raise InputError(415, "only charset=utf-8 is supported")
+    return INVOCATION_CONTENT_TYPES[mime.lower()]
+
+
+def parse_csv(body: bytes) -> Any:
+    """A DataFrame from a CSV body with a header row (``DataFrame.to_csv(index=False)``)."""
+    import io
+
+    import pandas as pd
+
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(400, f"CSV body is not valid UTF-8 ({_clip(str(exc))})") from None
+    if not text.strip():
+        raise InputError(400, "empty CSV body; expected a header row of feature names and rows")
+    try:
+        return pd.read_csv(io.StringIO(text))
+    except Exception as exc:  # pandas raises several parser error types
+        raise InputError(
+            400,
+            "failed to parse the body as CSV (expected a header row of feature names, as "
+            f"DataFrame.to_csv(index=False) writes): {_clip(str(exc), 160)}",
+        ) from None
+
+
+def parse_parquet(body: bytes) -> Any:
+    """A DataFrame from a parquet body (``DataFrame.to_parquet()``)."""
+    import io
+
+    import pandas as pd
+
+    if not body:
+        raise InputError(400, "empty parquet body; expected DataFrame.to_parquet() bytes")
+    try:
+        return pd.read_parquet(io.BytesIO(body))
+    except Exception as exc:  # pyarrow raises several error types for a bad file
+        raise InputError(
+            400,
+            "failed to read the body as parquet (expected DataFrame.to_parquet() bytes): "
+            f"{_clip(str(exc), 160)}",
+        ) from None
+
+
+def frame_to_matrix(
+    frame: Any, feature_names: list[str], max_rows: int, max_abs: float = FLOAT32_MAX
+) -> np.ndarray:
+    """The (n, k) float matrix of a DataFrame whose columns are exactly ``feature_names`` (any
+    order), or raise `InputError`; the same bounds as `to_matrix`, checked column-wise."""
+    columns = [str(c) for c in frame.columns]
+    if set(columns) != set(feature_names) or len(columns) != len(feature_names):
+        missing = [n for n in feature_names if n not in set(columns)]
+        extra = sorted(set(columns) - set(feature_names))
+        raise InputError(
+            422,
+            f"columns do not match the model: missing {missing[:10]}; unknown "
+            f"{[_clip(e, 40) for e in extra[:10]]}. Expected exactly: {feature_names}",
+        )
+    n = len(frame)
+    if n == 0:
+        raise InputError(422, "empty batch: send at least one row")
+    if n > max_rows:
+        raise InputError(
+            413, f"batch of {n} rows is over the maximum of {max_rows} rows per request"
+        )
+    frame = frame.set_axis(columns, axis=1)
+    for name in feature_names:
+        kind = frame[name].dtype.kind
+        if kind not in "iuf":
+            raise InputError(
+                422, f"column {name!r} holds {frame[name].dtype} values; expected numbers"
+            )
+    arr = frame[feature_names].to_numpy(dtype=np.float64)
+    bad = ~(np.abs(arr) <= max_abs)
+    if bad.any():
+        i, j = (int(x) for x in np.argwhere(bad)[0])
+        raise InputError(
+            422,
+            f"row {i}, column {feature_names[j]!r}: {arr[i, j]!r} is not a finite number of "
+            f"magnitude at most {max_abs:.7g} (NaN, empty cells and infinity are refused)",
+        )
+    return arr

@@ -5,7 +5,15 @@ thin Ray wrapper that feeds it router records and ``/feedback`` items, calls `ev
 ``evaluate_interval_s`` and `should_retrain` after it, and reports the outcome of a retraining
 with `retraining_started` / `retraining_finished`. The clock is injectable so tests drive time.
 
-Trigger logic, per detector (``ks``, ``psi``, ``chi2``, ``accuracy``):
+A version's task ("classification" by default, "regression" from its version info) picks
+its prediction and label detectors: chi-square on predicted classes and the accuracy test
+for a classifier; KS on the predicted values (against the predictions logged with the
+reference sample, else the first ``prediction_reference_rows`` live predictions) and the
+error test (live MSE against the registration RMSE) for a regressor. Predictions need not
+be hashable: a pyfunc's dict or list per row is kept and skipped by the prediction detectors.
+
+Trigger logic, per detector (``ks``, ``psi``, ``chi2``, ``accuracy``, ``prediction_ks``,
+``error``):
 
 - An evaluation is *over* when the detector fires on the window (see `monitoring.drift`).
   It moves the detector's streak only if enough new data arrived since the last evaluation
@@ -38,14 +46,23 @@ import numpy as np
 from configs import DriftConfig
 from monitoring.drift import (
     DETECTORS,
+    REGRESSION_ONLY,
     ChangePoint,
     DriftReport,
     accuracy_change_point,
     drift_report,
 )
-from monitoring.windows import Labelled, LabelWindow, Pending, RequestIndex, RowWindow
+from monitoring.windows import (
+    Labelled,
+    LabelWindow,
+    Pending,
+    RequestIndex,
+    RowWindow,
+    as_real,
+)
 
-FEATURE_DETECTORS = ("ks", "psi", "chi2")
+FEATURE_DETECTORS = ("ks", "psi", "chi2", "prediction_ks")
+LABEL_DETECTORS = ("accuracy", "error")
 
 
 def is_pinned(record: dict[str, Any]) -> bool:
@@ -109,6 +126,16 @@ class _Version:
     records: int = 0
     errors: int = 0
     last_ts: float | None = None
+    task: str = "classification"
+    baseline_rmse: float | None = None
+    # Reference predicted values (regression): logged with the model, or frozen from the
+    # first live predictions; then ``live_reference_end`` is the rows total where they end.
+    reference_values: np.ndarray | None = None
+    live_reference_end: int | None = None
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
     def canonical(self, value: Any) -> Any:
         """``value`` as one of the version's classes when it names one ("1" -> 1)."""
@@ -194,6 +221,8 @@ class DriftMonitorCore:
         *,
         reference_predictions: Sequence[Hashable] | None = None,
         champion: bool = True,
+        task: str = "classification",
+        baseline_rmse: float | None = None,
     ) -> None:
         """Register what ``version`` was trained on and, by default, make it the champion.
 
@@ -204,6 +233,12 @@ class DriftMonitorCore:
         given, which removes the model's bias from the comparison, else with the labels.
         ``baseline_accuracy`` is the held-out accuracy recorded at registration (None or
         NaN: the accuracy detector stays off for this version).
+
+        A ``task`` "regression" version has no classes: ``reference_predictions`` (the
+        model's predicted values on the reference rows) are the prediction KS reference (None:
+        the first live predictions become it; the labels are never used, their spread is not
+        the predictions'), and ``baseline_rmse`` (the hold-out RMSE at registration; None or
+        NaN: no error detector) is the error detector's baseline.
         """
         version = str(version)
         ref = np.asarray(reference_features, dtype=float)
@@ -216,6 +251,12 @@ class DriftMonitorCore:
         v = self._version(version)
         v.reference = ref
         v.feature_names = list(feature_names) if feature_names is not None else None
+        v.task = task
+        if v.regression:
+            self._set_regression_reference(v, reference_predictions, baseline_rmse)
+            if champion:
+                self.set_champion(version)
+            return
         v.classes = [normalize_label(c) for c in classes or []]
         source = reference_predictions if reference_predictions is not None else reference_labels
         v.reference_classes = None if source is None else [v.canonical(c) for c in source]
@@ -226,6 +267,19 @@ class DriftMonitorCore:
         v.baseline_accuracy = float(baseline_accuracy) if ok else None
         if champion:
             self.set_champion(version)
+
+    @staticmethod
+    def _set_regression_reference(
+        v: _Version, predictions: Sequence[Any] | None, baseline_rmse: float | None
+    ) -> None:
+        v.classes, v.reference_classes, v.baseline_accuracy = [], None, None
+        values = None
+        if predictions is not None:
+            values = np.asarray([x for x in map(as_real, predictions) if x is not None])
+        v.reference_values = values if values is not None and values.size else None
+        v.live_reference_end = None
+        ok = baseline_rmse is not None and math.isfinite(float(baseline_rmse))
+        v.baseline_rmse = float(baseline_rmse) if ok else None
 
     def set_champion(self, version: str) -> None:
         """Evaluate ``version`` from now on; a change of champion resets the hysteresis."""
@@ -271,12 +325,12 @@ class DriftMonitorCore:
             return "errors", 0
         try:
             X = np.asarray(rec["features"], dtype=float)
-            preds = rec["predictions"] if "predictions" in rec else [rec["prediction"]]
-            preds = [v.canonical(p) for p in np.asarray(preds, dtype=object).ravel()]
+            raw = rec["predictions"] if "predictions" in rec else [rec["prediction"]]
+            if X.ndim == 1:
+                X = X[None, :]
+            preds = [v.canonical(p) for p in _per_row(raw, len(X))]
         except (KeyError, TypeError, ValueError):
             return "invalid", 0
-        if X.ndim == 1:
-            X = X[None, :]
         width = v.rows.n_features
         if (
             X.ndim != 2
@@ -417,11 +471,14 @@ class DriftMonitorCore:
         cfg = self.cfg
         if self._champion is None:
             rep = DriftReport(version=None, ts=now)
-            rep.skipped = dict.fromkeys(DETECTORS, "no champion version set")
+            # Listed as for a classifier (the default task): no version, no task known.
+            default = [d for d in DETECTORS if d not in REGRESSION_ONLY]
+            rep.skipped = dict.fromkeys(default, "no champion version set")
             self._last_report = rep
             return rep
         v = self._versions[self._champion]
         labelled = v.labels.items()
+        ref_values, ref_source, cur_values = self._prediction_values(v)
         rep = drift_report(
             version=self._champion,
             ts=now,
@@ -444,6 +501,15 @@ class DriftMonitorCore:
             min_labelled=cfg.min_labelled,
             accuracy_tolerance=cfg.accuracy_tolerance,
             accuracy_alpha=cfg.accuracy_alpha,
+            task=v.task,
+            reference_values=ref_values,
+            reference_values_source=ref_source,
+            current_values=cur_values,
+            prediction_ks_alpha=cfg.prediction_ks_alpha,
+            abs_errors=[e for e in (it.abs_error for it in labelled) if e is not None],
+            baseline_rmse=v.baseline_rmse,
+            error_tolerance=cfg.error_tolerance,
+            error_alpha=cfg.error_alpha,
         )
         if v.rows.total - self._counted_rows >= cfg.min_new_samples:
             self._counted_rows = v.rows.total
@@ -451,9 +517,33 @@ class DriftMonitorCore:
                 self._step(d, rep)
         if v.labels.total - self._counted_labels >= cfg.min_new_labels:
             self._counted_labels = v.labels.total
-            self._step("accuracy", rep)
+            for d in LABEL_DETECTORS:
+                self._step(d, rep)
         self._last_report = rep
         return rep
+
+    def _prediction_values(self, v: _Version) -> tuple[np.ndarray | None, str, np.ndarray]:
+        """(reference predicted values, where they came from, current values) of a
+        regression version; numeric predictions only. Without logged reference predictions
+        the first ``prediction_reference_rows`` live ones are frozen as the reference and
+        only later rows are compared with them."""
+        if not v.regression:
+            return None, "", np.empty(0)
+        preds = v.rows.predictions()
+        need = min(self.cfg.prediction_reference_rows, self.cfg.window_size)
+        if v.reference_values is None and v.live_reference_end is None:
+            values = [x for x in map(as_real, preds[:need]) if x is not None]
+            if len(preds) >= need and len(values) >= min(need, self.cfg.min_samples):
+                v.reference_values = np.asarray(values)
+                v.live_reference_end = v.rows.total - (len(preds) - need)
+        if v.live_reference_end is not None:
+            new = min(len(preds), max(v.rows.total - v.live_reference_end, 0))
+            preds = preds[len(preds) - new :]
+            source = f"first {len(v.reference_values)} live predictions"
+        else:
+            source = "reference sample's predictions"
+        current = np.asarray([x for x in map(as_real, preds) if x is not None])
+        return v.reference_values, source, current
 
     def _step(self, name: str, rep: DriftReport) -> None:
         det = self._detectors[name]
@@ -476,6 +566,12 @@ class DriftMonitorCore:
             return chi is not None and (
                 chi.p_value >= cfg.rearm_alpha or chi.effect < cfg.chi2_min_effect
             )
+        if name == "prediction_ks":
+            pks = rep.prediction_ks
+            return pks is not None and pks.p_value >= cfg.rearm_alpha
+        if name == "error":
+            err = rep.error
+            return err is not None and err.p_value >= cfg.rearm_alpha
         acc = rep.accuracy
         return acc is not None and acc.p_value >= cfg.rearm_alpha
 
@@ -542,6 +638,18 @@ class DriftMonitorCore:
             out["n_labelled"] = rep.accuracy.n
             out["baseline_accuracy"] = rep.accuracy.baseline
             out["accuracy_p_value"] = rep.accuracy.p_value
+        if rep.prediction_ks is not None:
+            out["prediction_ks"] = {
+                "statistic": rep.prediction_ks.statistic,
+                "p_value": rep.prediction_ks.p_value,
+                "reference": rep.prediction_ks.reference_source,
+            }
+        if rep.error is not None:
+            out["rmse"] = rep.error.rmse
+            out["mae"] = rep.error.mae
+            out["n_labelled"] = rep.error.n
+            out["baseline_rmse"] = rep.error.baseline_rmse
+            out["error_p_value"] = rep.error.p_value
         return out
 
     def retraining_started(self, now: float | None = None) -> None:
@@ -582,6 +690,16 @@ class DriftMonitorCore:
             return 0, 0
         items = [it for it in v.labels.items() if it.ts >= since and not it.pinned]
         return len(items), sum(1 for it in items if it.correct)
+
+    def abs_errors_since(self, version: str, since: float) -> list[float]:
+        """``|prediction - label|`` of ``version``'s labelled rows whose label arrived at or
+        after ``since`` (rows with numeric prediction and label; pinned requests left out, as
+        in `labelled_since`): the evidence the canary analysis compares for regressors."""
+        v = self._versions.get(str(version))
+        if v is None:
+            return []
+        items = (it for it in v.labels.items() if it.ts >= since and not it.pinned)
+        return [e for e in (it.abs_error for it in items) if e is not None]
 
     def labelled_feedback(self, version: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Recent labelled rows ``(X, y)``, oldest first, for retraining.
@@ -647,17 +765,27 @@ class DriftMonitorCore:
         versions = {}
         for name, v in self._versions.items():
             labelled = len(v.labels)
+            errors = [e for e in (it.abs_error for it in v.labels.items()) if e is not None]
+            regression = {
+                "window_rmse": float(np.sqrt(np.mean(np.square(errors)))) if errors else None,
+                "window_mae": float(np.mean(errors)) if errors else None,
+                "baseline_rmse": v.baseline_rmse,
+            }
             versions[name] = {
+                "task": v.task,
                 "records": v.records,
                 "errors": v.errors,
                 "rows_seen": v.rows.total,
                 "window_rows": len(v.rows),
                 "labelled_seen": v.labels.total,
                 "window_labelled": labelled,
-                "window_accuracy": v.labels.correct() / labelled if labelled else None,
+                "window_accuracy": (
+                    v.labels.correct() / labelled if labelled and not v.regression else None
+                ),
                 "has_reference": v.reference is not None,
                 "baseline_accuracy": v.baseline_accuracy,
                 "window_sources": v.labels.sources(),
+                **(regression if v.regression else {}),
             }
         champ = versions.get(self._champion) if self._champion else None
         features = {}
@@ -673,6 +801,7 @@ class DriftMonitorCore:
             "champion": self._champion,
             "features": features,
             "accuracy": champ["window_accuracy"] if champ else None,
+            "rmse": champ.get("window_rmse") if champ else None,
             "n_labelled": champ["window_labelled"] if champ else 0,
             "detectors": {d: bool(rep and rep.fired.get(d)) for d in DETECTORS},
             "hysteresis": {d: s.to_dict() for d, s in self._detectors.items()},
@@ -701,3 +830,11 @@ class DriftMonitorCore:
             },
             "last_evaluation": None if rep is None else rep.to_dict(),
         }
+
+
+def _per_row(raw: Any, rows: int) -> list[Any]:
+    """A record's predictions as one entry per row: a list of ``rows`` entries is taken as
+    it is (an entry may be a list or a dict: a pyfunc's row), anything else is flattened."""
+    if isinstance(raw, (list, tuple)) and len(raw) == rows:
+        return list(raw)
+    return list(np.asarray(raw, dtype=object).ravel())

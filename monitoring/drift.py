@@ -14,6 +14,16 @@ Detectors, each answering "is the live data different from what the model was tr
   proportions.
 - **Accuracy**: windowed accuracy on labelled feedback against the accuracy recorded at
   registration, one-sided exact binomial test.
+
+Chi-square and accuracy are for classifiers. A regressor's predictions are numbers, so its
+two detectors are:
+
+- **Prediction KS** (``prediction_ks``): two-sample KS of the predicted values in the window
+  against reference predictions (the model's own predictions on the reference sample, or
+  the first live predictions when none were logged).
+- **Error** (``error``): the live mean squared error on labelled rows against the MSE recorded
+  at registration (``test_rmse`` squared), one-sided t-test on the squared errors with a
+  relative tolerance.
 """
 
 from __future__ import annotations
@@ -27,7 +37,9 @@ import numpy as np
 from scipy import special as sps_special
 from scipy import stats as sps
 
-DETECTORS = ("ks", "psi", "chi2", "accuracy")
+DETECTORS = ("ks", "psi", "chi2", "accuracy", "prediction_ks", "error")
+CLASSIFICATION_ONLY = ("chi2", "accuracy")
+REGRESSION_ONLY = ("prediction_ks", "error")
 PSI_EPSILON = 1e-4
 
 ChiSquareMethod = Literal["homogeneity", "goodness_of_fit"]
@@ -273,6 +285,91 @@ def accuracy_degraded(
     )
 
 
+# ---- regression ----------------------------------------------------------------------------
+@dataclass
+class PredictionKSResult:
+    """Predicted values in the window vs the reference predictions (two-sample KS)."""
+
+    statistic: float
+    p_value: float
+    n_reference: int
+    n_current: int
+    reference_mean: float
+    current_mean: float
+    reference_source: str
+
+
+def prediction_ks(
+    reference: Sequence[float] | np.ndarray,
+    current: Sequence[float] | np.ndarray,
+    reference_source: str = "reference sample",
+) -> PredictionKSResult:
+    """``scipy.stats.ks_2samp`` of the current predicted values against the reference ones."""
+    ref = np.asarray(reference, dtype=float).ravel()
+    cur = np.asarray(current, dtype=float).ravel()
+    if ref.size == 0 or cur.size == 0:
+        raise ValueError("prediction_ks needs at least one value on each side")
+    res = sps.ks_2samp(ref, cur)
+    return PredictionKSResult(
+        statistic=float(res.statistic),
+        p_value=float(res.pvalue),
+        n_reference=int(ref.size),
+        n_current=int(cur.size),
+        reference_mean=float(ref.mean()),
+        current_mean=float(cur.mean()),
+        reference_source=reference_source,
+    )
+
+
+@dataclass
+class ErrorResult:
+    """Windowed regression error against the registration baseline."""
+
+    rmse: float
+    mae: float
+    n: int
+    baseline_rmse: float
+    null_mse: float
+    p_value: float
+    degraded: bool
+
+
+def error_degraded(
+    abs_errors: Sequence[float] | np.ndarray, baseline_rmse: float, tolerance: float, alpha: float
+) -> ErrorResult:
+    """One-sided t-test: is the live mean squared error significantly above
+    ``baseline_rmse**2 * (1 + tolerance)``?
+
+    H0: E[err^2] <= m0 = baseline MSE x (1 + tolerance); H1: it is larger
+    (``scipy.stats.ttest_1samp(err**2, m0, alternative="greater")``). The test is on the
+    mean of the squared errors, so it compares the same quantity RMSE summarises; with a
+    hundred rows or more the mean is close enough to normal for the t distribution. The
+    relative tolerance absorbs the noise of the baseline (a hold-out of a few dozen rows)
+    and harmless rises; only a real loss fires. A window with no spread in its squared errors
+    is decided by its mean.
+    """
+    err = np.abs(np.asarray(abs_errors, dtype=float).ravel())
+    if err.size < 2:
+        raise ValueError("error_degraded needs at least two labelled rows")
+    if not math.isfinite(baseline_rmse) or baseline_rmse < 0:
+        raise ValueError(f"baseline_rmse must be a finite number >= 0, got {baseline_rmse}")
+    sq = err**2
+    m0 = baseline_rmse**2 * (1 + tolerance)
+    if np.ptp(sq) == 0:
+        p = 0.0 if sq.mean() > m0 else 1.0
+    else:
+        p = float(sps.ttest_1samp(sq, m0, alternative="greater").pvalue)
+    return ErrorResult(
+        rmse=float(np.sqrt(sq.mean())),
+        mae=float(err.mean()),
+        n=int(err.size),
+        baseline_rmse=float(baseline_rmse),
+        null_mse=float(m0),
+        p_value=p,
+        degraded=p < alpha,
+    )
+
+
 @dataclass
 class ChangePoint:
     """Where accuracy dropped in a time-ordered run of labelled rows (`accuracy_change_point`).
@@ -360,6 +457,9 @@ class DriftReport:
     psi_max: float | None = None
     chi2: ChiSquareResult | None = None
     accuracy: AccuracyResult | None = None
+    prediction_ks: PredictionKSResult | None = None
+    error: ErrorResult | None = None
+    task: str = "classification"
     fired: dict[str, bool] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
@@ -414,16 +514,27 @@ def drift_report(
     min_labelled: int = 1,
     accuracy_tolerance: float = 0.0,
     accuracy_alpha: float = 0.01,
+    task: str = "classification",
+    reference_values: Sequence[float] | np.ndarray | None = None,
+    reference_values_source: str = "reference sample",
+    current_values: Sequence[float] | np.ndarray = (),
+    prediction_ks_alpha: float = 0.01,
+    abs_errors: Sequence[float] | np.ndarray = (),
+    baseline_rmse: float | None = None,
+    error_tolerance: float = 0.0,
+    error_alpha: float = 0.01,
 ) -> DriftReport:
     """Run every detector whose inputs are there and say which fired and why.
 
-    Feature detectors (KS, PSI) and the class detector need ``min_samples`` rows in
-    ``current``; the accuracy detector needs ``min_labelled`` labelled rows and a baseline.
-    A detector that cannot run is listed in ``skipped`` with the reason, never fired.
+    Feature detectors (KS, PSI) and the prediction detectors (chi-square for classifiers,
+    prediction KS for regressors) need ``min_samples`` rows in ``current``; the label
+    detectors (accuracy, error) need ``min_labelled`` labelled rows and a baseline. Detectors
+    of the other task (``task`` "regression" or not) are skipped. A detector that cannot run
+    is listed in ``skipped`` with the reason, never fired.
     """
     cur = np.asarray(current, dtype=float)
     n_cur = int(cur.shape[0]) if cur.ndim == 2 else 0
-    rep = DriftReport(version=version, ts=ts, n_current=n_cur)
+    rep = DriftReport(version=version, ts=ts, n_current=n_cur, task=task)
     fired, skipped, reasons = rep.fired, rep.skipped, rep.reasons
 
     if reference is None or len(reference) == 0:
@@ -474,7 +585,26 @@ def drift_report(
                 f"{f.name} {f.psi:.3f}" for f in psi_hits
             )
 
-    preds = list(current_predictions)
+    if task == "regression":
+        for d in CLASSIFICATION_ONLY:
+            skipped[d] = "regression version: prediction_ks and error run instead"
+        _regression_detectors(
+            rep,
+            min_samples=min_samples,
+            reference_values=reference_values,
+            reference_values_source=reference_values_source,
+            current_values=current_values,
+            prediction_ks_alpha=prediction_ks_alpha,
+            abs_errors=abs_errors,
+            baseline_rmse=baseline_rmse,
+            min_labelled=min_labelled,
+            error_tolerance=error_tolerance,
+            error_alpha=error_alpha,
+        )
+        return rep
+    # The regression detectors (REGRESSION_ONLY) are neither run nor listed for a classifier.
+    # Only class-like predictions count (a pyfunc's dict or list per row has no class).
+    preds = [p for p in current_predictions if isinstance(p, Hashable)]
     if reference_classes is None or len(reference_classes) == 0:
         skipped["chi2"] = "no reference classes for this version"
     elif len(preds) < min_samples:
@@ -508,3 +638,51 @@ def drift_report(
                 f"(one-sided binomial p={acc.p_value:.2g} < {accuracy_alpha:g})"
             )
     return rep
+
+
+def _regression_detectors(
+    rep: DriftReport,
+    *,
+    min_samples: int,
+    reference_values: Sequence[float] | np.ndarray | None,
+    reference_values_source: str,
+    current_values: Sequence[float] | np.ndarray,
+    prediction_ks_alpha: float,
+    abs_errors: Sequence[float] | np.ndarray,
+    baseline_rmse: float | None,
+    min_labelled: int,
+    error_tolerance: float,
+    error_alpha: float,
+) -> None:
+    """The prediction KS and error detectors of a regression version, into ``rep``."""
+    fired, skipped, reasons = rep.fired, rep.skipped, rep.reasons
+    values = np.asarray(current_values, dtype=float).ravel()
+    if reference_values is None or len(reference_values) == 0:
+        skipped["prediction_ks"] = "no reference predictions yet for this version"
+    elif values.size < min_samples:
+        skipped["prediction_ks"] = f"{values.size} predictions in the window, need {min_samples}"
+    else:
+        res = prediction_ks(reference_values, values, reference_values_source)
+        rep.prediction_ks = res
+        fired["prediction_ks"] = res.p_value < prediction_ks_alpha
+        if fired["prediction_ks"]:
+            reasons["prediction_ks"] = (
+                f"prediction KS: predicted values differ from the {res.reference_source} "
+                f"(D={res.statistic:.3f}, p={res.p_value:.2g} < {prediction_ks_alpha:g}; "
+                f"mean {res.reference_mean:.4g} -> {res.current_mean:.4g})"
+            )
+    errors = np.asarray(abs_errors, dtype=float).ravel()
+    if baseline_rmse is None:
+        skipped["error"] = "no baseline RMSE recorded for this version"
+    elif errors.size < max(min_labelled, 2):
+        skipped["error"] = f"{errors.size} labelled rows, need {max(min_labelled, 2)}"
+    else:
+        err = error_degraded(errors, baseline_rmse, error_tolerance, error_alpha)
+        rep.error = err
+        fired["error"] = err.degraded
+        if err.degraded:
+            reasons["error"] = (
+                f"RMSE {err.rmse:.4g} on {err.n} labelled rows is above baseline "
+                f"{err.baseline_rmse:.4g} x sqrt(1 + tolerance {error_tolerance:g}) "
+                f"(one-sided t-test on squared errors p={err.p_value:.2g} < {error_alpha:g})"
+            )

@@ -29,6 +29,7 @@ from deployments.analysis import VersionStats
 from monitoring.core import DriftMonitorCore, is_pinned
 from monitoring.metrics import Metrics
 from training import registry
+from training.data import PREDICTION_COLUMN
 
 log = logging.getLogger("ray.serve")
 
@@ -67,18 +68,59 @@ def retraining_task(
         base_data=retraining["base_data"],
         base_tolerance=retraining["base_tolerance"],
         base_min_score=retraining.get("base_min_score"),
+        rmse_margin=retraining.get("rmse_margin", 0.05),
+        base_rmse_tolerance=retraining.get("base_rmse_tolerance", 0.1),
     )
     return result.to_dict()
 
 
-def load_reference(client, model_name: str, version: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """The reference sample logged with ``version`` at training: features and labels."""
+def load_reference(
+    client, model_name: str, version: str
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
+    """The reference sample logged with ``version`` at training: features, labels and, for
+    a regressor, the model's predictions on those rows (None when not logged)."""
     info = registry.version_info(client, model_name, version)
     path = client.download_artifacts(info.run_id, registry.REFERENCE_ARTIFACT)
     with open(path) as fh:
         frame = pd.read_csv(io.StringIO(fh.read()))
     labels = frame.pop(registry.LABEL_COLUMN).to_numpy()
-    return frame, labels
+    preds = frame.pop(PREDICTION_COLUMN).to_numpy() if PREDICTION_COLUMN in frame else None
+    return frame, labels, preds
+
+
+def reference_for(client, model_name: str, version: str) -> dict[str, Any]:
+    """`DriftMonitorCore.set_reference` keyword arguments for ``version``: its reference
+    sample, task, classes and the baseline recorded at registration (tag ``test_accuracy``
+    for a classifier, ``test_rmse`` for a regressor; NaN when absent: that detector is off).
+    """
+    frame, labels, preds = load_reference(client, model_name, version)
+    info = registry.version_info(client, model_name, version)
+    task = version_task(info)
+    regression = task == "regression"
+    return {
+        "reference_features": frame.to_numpy(),
+        "reference_labels": labels,
+        "feature_names": list(frame.columns),
+        "task": task,
+        "classes": None if regression else info.classes,
+        "reference_predictions": preds if regression else None,
+        "baseline_accuracy": None if regression else _tag_float(info, "test_accuracy"),
+        "baseline_rmse": _tag_float(info, "test_rmse") if regression else None,
+    }
+
+
+def _tag_float(info: Any, tag: str) -> float:
+    return float(info.tags.get(tag, "nan"))
+
+
+def version_task(info: Any) -> str:
+    """The task of a version (`VersionInfo.task`, else its tags; classification for old
+    versions that have neither)."""
+    task = getattr(info, "task", None)
+    if task:
+        return str(task)
+    tags = getattr(info, "tags", None) or {}
+    return tags.get("mlops.task") or tags.get("task") or "classification"
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
@@ -149,12 +191,17 @@ class DriftMonitor:
             self._metrics.add("mlops_feedback", displaced, (("outcome", "source_capped"),))
         return counts
 
-    async def version_stats(self, versions: list[str], since: float) -> dict[str, dict]:
-        """Per-version numbers since ``since`` (wall clock) for the canary analysis."""
+    async def version_stats(
+        self, versions: list[str], since: float, tasks: dict[str, str] | None = None
+    ) -> dict[str, dict]:
+        """Per-version numbers since ``since`` (wall clock) for the canary analysis; a
+        version whose ``tasks`` entry is "regression" also gets its absolute errors."""
         out = {}
         for v in versions:
             snap = self._version_stats(v).since(since)
             snap.labelled, snap.correct = self._core.labelled_since(v, since)
+            if (tasks or {}).get(v) == "regression":
+                snap.abs_errors = self._core.abs_errors_since(v, since)
             out[v] = {k: getattr(snap, k) for k in snap.__dataclass_fields__}
         return out
 
@@ -171,18 +218,24 @@ class DriftMonitor:
         log.info("drift monitor: %s %s", event, details)
 
     async def _ensure_reference(self, champion: str) -> None:
-        """Point the detectors at the champion's reference sample and baseline accuracy."""
+        """Point the detectors at the champion's reference sample and baseline (accuracy for
+        a classifier, RMSE for a regressor)."""
         if self._reference_for == champion:
             return
         name = self._args["model_name"]
-        frame, labels = await asyncio.to_thread(load_reference, self._client, name, champion)
-        info = await asyncio.to_thread(registry.version_info, self._client, name, champion)
-        baseline = float(info.tags.get("test_accuracy", "nan"))
-        self._core.set_reference(
-            champion, frame.to_numpy(), labels, baseline, list(frame.columns), info.classes
-        )
+        ref = await asyncio.to_thread(reference_for, self._client, name, champion)
+        self._core.set_reference(champion, **ref)
         self._reference_for = champion
-        self._note("reference", version=champion, baseline_accuracy=baseline, rows=len(frame))
+        baseline = {
+            k: ref[k] for k in ("baseline_accuracy", "baseline_rmse") if ref.get(k) is not None
+        }
+        self._note(
+            "reference",
+            version=champion,
+            task=ref["task"],
+            rows=len(ref["reference_features"]),
+            **baseline,
+        )
 
     async def _evaluate_loop(self) -> None:
         while True:

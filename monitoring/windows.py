@@ -99,6 +99,28 @@ class Labelled:
         """Whether the prediction matched the label."""
         return self.prediction == self.label
 
+    @property
+    def abs_error(self) -> float | None:
+        """``|prediction - label|`` when both are finite real numbers (a regressor's row),
+        else None (class labels, booleans, a pyfunc's dict or list)."""
+        return abs_error(self.prediction, self.label)
+
+
+def as_real(value: Any) -> float | None:
+    """``value`` as a finite float when it is a real number (not a bool), else None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    out = float(value)
+    return out if math.isfinite(out) else None
+
+
+def abs_error(prediction: Any, label: Any) -> float | None:
+    """``|prediction - label|`` when both are finite real numbers, else None."""
+    p, y = as_real(prediction), as_real(label)
+    return None if p is None or y is None else abs(p - y)
+
 
 class LabelWindow:
     """The newest ``capacity`` labelled rows, in order of arrival of the label, with a limit on

@@ -4,6 +4,8 @@ Examples:
     python -m training                                  # bundled breast_cancer data
     python -m training --data my.csv --target label     # your own data
     python -m training --num-samples 4 --set-champion
+    python -m training --data diabetes --model-name diabetes_regressor   # regression
+    python -m training --data prices.csv --target price --task regression
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import sys
 
 from configs import default_tracking_uri, load_training_config
-from training.data import load_dataset
+from training.data import load_dataset, resolve_task
 from training.train import train
 
 
@@ -23,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="training YAML (default: configs/training.yaml)")
     parser.add_argument("--data", help="bundled dataset name or CSV/Parquet path")
     parser.add_argument("--target", help="label column of --data")
+    parser.add_argument(
+        "--task",
+        choices=["classification", "regression", "auto"],
+        help="what the target is (default: the config's task; auto: regression for a float "
+        "target with many distinct values)",
+    )
     parser.add_argument("--num-samples", type=int, help="Ray Tune trials")
     parser.add_argument("--model-name", help="registered model name")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: env or .mlflow/)")
@@ -45,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {
         "dataset": args.data,
         "target": args.target,
+        "task": args.task,
         "num_samples": args.num_samples,
         "model_name": args.model_name,
     }
@@ -63,10 +72,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         data = load_dataset(cfg.dataset, cfg.target)
+        resolve_task(cfg.task, data[1])
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = train(cfg, tracking_uri, data=data, set_champion=args.set_champion)
+    try:
+        result = train(cfg, tracking_uri, data=data, set_champion=args.set_champion)
+    except ValueError as exc:  # a family of the other task, a champion of the other task
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result.to_dict(), indent=2, default=str))
     print(f"MLflow: {tracking_uri}  experiment={cfg.experiment_name}  run={result.parent_run_id}")
     return 0

@@ -1,4 +1,9 @@
-"""Datasets for training: a scikit-learn bundled set (no download) or a user's CSV / Parquet."""
+"""Datasets for training: a scikit-learn bundled set (no download) or a user's CSV / Parquet.
+
+`detect_task` decides, for ``task: auto``, whether a target is a class label or a number to
+regress: a float target with many distinct values is a quantity (diabetes progression, a
+price), anything else (integers, strings, booleans, a few float codes) a class.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,39 @@ BUNDLED = {
     "breast_cancer": skdatasets.load_breast_cancer,
     "wine": skdatasets.load_wine,
     "iris": skdatasets.load_iris,
+    "diabetes": skdatasets.load_diabetes,  # a regression target (disease progression)
 }
+
+# ``task: auto`` calls a float target with more distinct values than this a regression target.
+REGRESSION_MIN_DISTINCT = 20
+TASKS = ("classification", "regression")
+# Column of a regressor's reference sample (next to registry.LABEL_COLUMN) holding the
+# model's prediction for the row: the reference of the drift monitor's KS test on predictions.
+PREDICTION_COLUMN = "__prediction__"
+
+
+def detect_task(y: pd.Series) -> str:
+    """ "regression" for a float target with more than `REGRESSION_MIN_DISTINCT` distinct
+    values, else "classification"."""
+    if pd.api.types.is_float_dtype(y.dtype) and y.nunique() > REGRESSION_MIN_DISTINCT:
+        return "regression"
+    return "classification"
+
+
+def resolve_task(task: str, y: pd.Series) -> str:
+    """The task to train for: ``task`` itself, or `detect_task` for "auto". A regression
+    target must be numbers: anything else is a clear error, not a failed search."""
+    if task == "auto":
+        return detect_task(y)
+    if task not in TASKS:
+        raise ValueError(f"task must be classification, regression or auto, got {task!r}")
+    if task == "regression" and not (
+        pd.api.types.is_numeric_dtype(y.dtype) and not pd.api.types.is_bool_dtype(y.dtype)
+    ):
+        raise ValueError(f"task regression needs a numeric target, this one is {y.dtype}")
+    if task == "regression" and not np.isfinite(y.to_numpy(dtype=float)).all():
+        raise ValueError("task regression needs a finite target: drop rows with NaN or inf")
+    return task
 
 
 def snake_case(name: str) -> str:

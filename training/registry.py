@@ -2,20 +2,28 @@
 
 Versions are addressed by alias (``champion``, ``challenger``) or number, never by turning an
 artifact URI into a local path. Facts the serving side needs on every version (feature names,
-classes, held-out accuracy) are written as version tags at registration, so one registry call
-describes a version.
+classes, held-out accuracy) are written as version tags at registration by our own training, so
+one registry call describes a version. A model a team registered with its own code has none of
+our tags: its MLmodel file (the signature: input columns and types, or a tensor spec; its
+flavors) describes it instead. That file is read once per version (a version is immutable) and
+only the file, never the artifact, so describing stays cheap.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import mlflow
+import numpy as np
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
+from mlflow.types.schema import Schema, TensorSpec
 
 from configs import local_artifact_root
 
@@ -25,6 +33,17 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 REFERENCE_ARTIFACT = "reference/reference_sample.csv"
 LABEL_COLUMN = "__label__"
+
+TASKS = ("classification", "regression", "other")
+# Version tags naming the task: ours (written by `python -m training`), and the user's
+# override, which wins.
+TASK_TAG = "task"
+TASK_OVERRIDE_TAG = "mlops.task"
+# Flavors whose output is an estimator's predict(): one label or one number per row, so the
+# signature's output type tells a classifier from a regressor. A custom pyfunc returns anything.
+ESTIMATOR_FLAVORS = frozenset({"sklearn", "lightgbm", "xgboost", "catboost"})
+_CLASS_TYPES = frozenset({"string", "long", "integer", "boolean", "binary"})
+_NUMBER_TYPES = frozenset({"double", "float"})
 
 # Answers by which the registry says "no such thing": anything else (connection refused, a
 # timeout, a 5xx, a locked SQLite file) means we do not know, and must not be read as absent.
@@ -97,7 +116,12 @@ def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str
 
 @dataclass
 class VersionInfo:
-    """What the serving side knows about one registered version."""
+    """What the serving side knows about one registered version.
+
+    ``task``: "classification" | "regression" | "other" (see `infer_task`). ``input_schema`` /
+    ``output_schema``: the signature's specs as plain dicts (`schema_dicts`), [] without one.
+    ``feature_names``: the ``feature_names`` tag, else the signature's input columns (a 2-D
+    tensor of k columns: ``x0`` .. ``x{k-1}``). ``flavors``: the MLmodel's flavor names."""
 
     name: str
     version: str
@@ -108,6 +132,11 @@ class VersionInfo:
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
+    task: str = "classification"
+    input_schema: list[dict[str, Any]] = field(default_factory=list)
+    output_schema: list[dict[str, Any]] = field(default_factory=list)
+    has_signature: bool = False
+    flavors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,7 +149,164 @@ class VersionInfo:
             "tags": self.tags,
             "metrics": self.metrics,
             "params": self.params,
+            "task": self.task,
+            "input_schema": self.input_schema,
+            "output_schema": self.output_schema,
+            "has_signature": self.has_signature,
+            "flavors": self.flavors,
         }
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a version's MLmodel file says: its flavors and signature (as `schema_dicts`)."""
+
+    flavors: tuple[str, ...] = ()
+    has_signature: bool = False
+    input_schema: tuple[dict[str, Any], ...] = ()
+    output_schema: tuple[dict[str, Any], ...] = ()
+
+
+def schema_dicts(schema: Schema | None) -> list[dict[str, Any]]:
+    """A signature's inputs or outputs as JSON-able dicts: ``{"name", "type"}`` per column, or
+    ``{"name", "type": "tensor", "dtype", "shape"}`` per tensor (-1: any size)."""
+    if schema is None:
+        return []
+    out = []
+    for spec in schema.inputs:
+        if isinstance(spec, TensorSpec):
+            out.append(
+                {
+                    "name": spec.name,
+                    "type": "tensor",
+                    "dtype": str(spec.type),
+                    "shape": [int(d) for d in spec.shape],
+                }
+            )
+        else:
+            out.append({"name": spec.name, "type": str(spec.to_dict().get("type"))})
+    return out
+
+
+def schema_feature_names(input_schema: list[dict[str, Any]]) -> list[str]:
+    """Input names a signature defines: its column names, or ``x0`` .. ``x{k-1}`` for one 2-D
+    tensor of k columns; [] when it names none (no signature, or another tensor shape)."""
+    if input_schema and all(s["type"] != "tensor" and s["name"] for s in input_schema):
+        return [str(s["name"]) for s in input_schema]
+    if len(input_schema) == 1 and input_schema[0]["type"] == "tensor":
+        shape = input_schema[0]["shape"]
+        if len(shape) == 2 and shape[1] > 0:
+            return [f"x{j}" for j in range(shape[1])]
+    return []
+
+
+def _task_from_outputs(output_schema: list[dict[str, Any]]) -> str:
+    if len(output_schema) != 1:
+        return "other"
+    spec = output_schema[0]
+    if spec["type"] != "tensor":
+        kind = spec["type"]
+    else:
+        shape = spec["shape"]
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+            return "other"
+        kind = {"f": "double", "i": "long", "u": "long", "b": "boolean", "U": "string"}.get(
+            _dtype_kind(spec["dtype"]), "other"
+        )
+    if kind in _CLASS_TYPES:
+        return "classification"
+    if kind in _NUMBER_TYPES:
+        return "regression"
+    return "other"
+
+
+def _dtype_kind(dtype: str) -> str:
+    try:
+        kind = np.dtype(dtype).kind
+    except TypeError:
+        return "?"
+    return "U" if kind in "OSU" else kind
+
+
+def infer_task(tags: dict[str, str], flavors: list[str], output_schema: list[dict]) -> str:
+    """The version's task: "classification", "regression" or "other".
+
+    1. the ``mlops.task`` version tag (a user's override), else the ``task`` tag our training
+       writes, when either names a task;
+    2. a ``classes`` tag (our classifiers): classification;
+    3. an estimator flavor (sklearn, lightgbm, xgboost, catboost), from the signature's single
+       output: a string, long, integer or boolean column (or a 1-D / one-column tensor of
+       such a dtype) is a class label -> classification; double or float -> regression;
+       several outputs, a wider tensor or no signature -> "other";
+    4. anything else (a custom pyfunc returns what it likes): "other".
+
+    An integer-valued regressor (counts) reads as a classifier: set ``mlops.task``."""
+    for key in (TASK_OVERRIDE_TAG, TASK_TAG):
+        value = (tags.get(key) or "").strip().lower()
+        if value in TASKS:
+            return value
+        if value:
+            log.warning("version tag %s=%r is not one of %s: ignored", key, value, TASKS)
+    if json.loads(tags.get("classes") or "[]"):
+        return "classification"
+    if ESTIMATOR_FLAVORS & set(flavors):
+        return _task_from_outputs(output_schema)
+    return "other"
+
+
+_facts_cache: dict[tuple[str, str, str, str], ModelFacts] = {}
+_facts_lock = threading.Lock()
+
+
+def model_facts(client: MlflowClient, model_name: str, version: str, source: str) -> ModelFacts:
+    """Flavors and signature of a version from its MLmodel file alone (not the artifact),
+    cached per version (versions are immutable). An MLmodel that is absent or unreadable gives
+    empty facts (the model servers refuse such a version when they load it); an outage raises
+    `RegistryUnavailable`."""
+    key = (str(client._registry_uri), model_name, str(version), str(source))
+    with _facts_lock:
+        cached = _facts_cache.get(key)
+    if cached is not None:
+        return cached
+    root = _call(
+        f"download URI of v{version}",
+        client.get_model_version_download_uri,
+        model_name,
+        str(version),
+    )
+    facts = _read_facts(str(root).rstrip("/") + "/MLmodel", str(client.tracking_uri))
+    with _facts_lock:
+        _facts_cache[key] = facts
+    return facts
+
+
+def _read_facts(mlmodel_uri: str, tracking_uri: str) -> ModelFacts:
+    with tempfile.TemporaryDirectory(prefix="raymlops-mlmodel-") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=mlmodel_uri, dst_path=tmp, tracking_uri=tracking_uri
+            )
+        except MlflowException as exc:
+            if not _is_absent(exc):
+                raise _unavailable("MLmodel", exc) from exc
+            log.warning("%s: no MLmodel file (%s)", mlmodel_uri, exc)
+            return ModelFacts()
+        except FileNotFoundError:
+            return ModelFacts()
+        except Exception as exc:
+            raise _unavailable("MLmodel", exc) from exc
+        try:
+            mm = Model.load(local)
+        except Exception as exc:  # a broken file is the artifact's fault, not an outage
+            log.warning("%s: unreadable MLmodel file: %r", mlmodel_uri, exc)
+            return ModelFacts()
+    sig = mm.signature
+    return ModelFacts(
+        flavors=tuple(sorted(mm.flavors or {})),
+        has_signature=sig is not None,
+        input_schema=tuple(schema_dicts(sig.inputs if sig else None)),
+        output_schema=tuple(schema_dicts(sig.outputs if sig else None)),
+    )
 
 
 def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | None:
@@ -138,10 +324,14 @@ def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | No
 
 
 def version_info(client: MlflowClient, model_name: str, version: str) -> VersionInfo:
-    """Describe one version. A version that does not exist raises `MlflowException`
-    (RESOURCE_DOES_NOT_EXIST); an outage raises `RegistryUnavailable`."""
+    """Describe one version: its tags, its run's metrics and params, and its MLmodel's flavors
+    and signature (`model_facts`, cached). A version that does not exist raises
+    `MlflowException` (RESOURCE_DOES_NOT_EXIST); an outage raises `RegistryUnavailable`."""
     mv = _call(f"version {version}", client.get_model_version, model_name, str(version))
     tags = dict(mv.tags or {})
+    facts = model_facts(client, model_name, str(mv.version), str(mv.source))
+    inputs, outputs = list(facts.input_schema), list(facts.output_schema)
+    feature_names = json.loads(tags.get("feature_names") or "[]") or schema_feature_names(inputs)
     metrics: dict[str, float] = {}
     params: dict[str, str] = {}
     if mv.run_id:
@@ -154,12 +344,17 @@ def version_info(client: MlflowClient, model_name: str, version: str) -> Version
         name=model_name,
         version=str(mv.version),
         run_id=mv.run_id,
-        feature_names=json.loads(tags.get("feature_names", "[]")),
-        classes=json.loads(tags.get("classes", "[]")),
+        feature_names=feature_names,
+        classes=json.loads(tags.get("classes") or "[]"),
         aliases=list(mv.aliases or []),
         tags=tags,
         metrics=metrics,
         params=params,
+        task=infer_task(tags, list(facts.flavors), outputs),
+        input_schema=inputs,
+        output_schema=outputs,
+        has_signature=facts.has_signature,
+        flavors=list(facts.flavors),
     )
 
 

@@ -12,6 +12,12 @@ registration gate against the champion on two hold-outs:
   a concept change that really contradicts the base labels therefore needs an operator to
   widen ``base_tolerance`` and lower ``base_min_score`` (or to register the model by hand).
 
+A regressor (the task of the base dataset, `training.data.resolve_task`) goes through the same
+flow with its error metric: on the recent hold-out its RMSE must be at most
+``(1 - rmse_margin)`` times the champion's; on the base hold-out its R^2 must reach the
+training config's ``min_r2`` and its RMSE stay within ``(1 + base_rmse_tolerance)`` times the
+champion's (`regression_gate`).
+
 `retrain` is plain Python (it needs Ray for Tune); the DriftMonitor runs it as one Ray task.
 It registers a winner and returns its version; it never moves an alias: the RolloutController
 (the only writer of aliases) starts the canary of that version.
@@ -31,7 +37,8 @@ from sklearn.model_selection import train_test_split
 
 from configs import TrainingConfig
 from training import registry
-from training.data import load_dataset
+from training.data import load_dataset, resolve_task
+from training.search import REGRESSION
 from training.train import evaluate, fit_and_log, holdout_split, register, search
 
 log = logging.getLogger(__name__)
@@ -44,7 +51,7 @@ class RetrainResult:
     parent_run_id: str
     registered: bool
     version: str | None
-    challenger_accuracy: float
+    challenger_accuracy: float | None
     champion_accuracy: float | None
     champion_version: str | None
     margin: float
@@ -57,6 +64,13 @@ class RetrainResult:
     base_tolerance: float | None = None
     min_score: float | None = None
     rows_base_holdout: int = 0
+    task: str = "classification"
+    # Regression: RMSE on the recent and the base hold-out, R^2 on the base hold-out.
+    challenger_rmse: float | None = None
+    champion_rmse: float | None = None
+    base_rmse: float | None = None
+    champion_base_rmse: float | None = None
+    base_r2: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,7 +83,8 @@ def include_base(base_data: str, trigger: dict[str, Any]) -> bool:
     if base_data != "auto":
         raise ValueError(f"base_data must be auto, always or never, got {base_data!r}")
     detectors = (trigger.get("numbers") or {}).get("detectors") or []
-    return "accuracy" not in detectors
+    # The label detectors (accuracy, or error for a regressor) firing means the concept moved.
+    return "accuracy" not in detectors and "error" not in detectors
 
 
 def retrain(
@@ -85,6 +100,8 @@ def retrain(
     base_data: str = "auto",
     base_tolerance: float = 0.02,
     base_min_score: float | None = None,
+    rmse_margin: float = 0.05,
+    base_rmse_tolerance: float = 0.1,
 ) -> RetrainResult:
     """Search on base + recent data, compare with the champion on recent held-out rows and on
     the base hold-out, and register the winner only if it is better by ``margin`` on the
@@ -97,13 +114,30 @@ def retrain(
     when the accuracy detector is among the trigger's detectors, because then the relation
     between features and label changed and the base labels contradict the new one (a model
     fit on both learns the old concept wherever the feedback does not cover the space).
+    A regression base dataset switches to `retrain_regression` (``rmse_margin``,
+    ``base_rmse_tolerance``; ``margin``, ``base_tolerance`` and ``base_min_score`` are the
+    classification gate's).
     """
+    base_X, base_y = load_dataset(cfg.dataset, cfg.target)
+    if resolve_task(cfg.task, base_y) == REGRESSION:
+        return retrain_regression(
+            cfg,
+            tracking_uri,
+            recent_X,
+            recent_y,
+            trigger=trigger,
+            base=(base_X, base_y),
+            rmse_margin=rmse_margin,
+            holdout_fraction=holdout_fraction,
+            recent_weight=recent_weight,
+            base_data=base_data,
+            base_rmse_tolerance=base_rmse_tolerance,
+        )
     include_base_data = include_base(base_data, trigger)
     min_score = cfg.min_score if base_min_score is None else base_min_score
     registry.use_tracking_uri(tracking_uri)
     client = registry.get_client(tracking_uri)
     exp_id = registry.ensure_experiment(client, cfg.experiment_name, tracking_uri)
-    base_X, base_y = load_dataset(cfg.dataset, cfg.target)
     # The same split as training.train: the champion trained on b_train never saw b_hold either.
     b_train, b_hold, yb_train, yb_hold = holdout_split(cfg, base_X, base_y)
     columns = list(base_X.columns)
@@ -266,3 +300,195 @@ def gate(
 
 def _fmt(value: float | None) -> str:
     return "none" if value is None else f"{value:.4f}"
+
+
+def regression_gate(
+    recent_rmse: float,
+    champion_recent_rmse: float | None,
+    base_rmse: float,
+    base_r2: float,
+    champion_base_rmse: float | None,
+    *,
+    rmse_margin: float,
+    min_r2: float,
+    base_rmse_tolerance: float,
+) -> list[str]:
+    """Why a retrained regressor must not be registered (empty: it may be).
+
+    It must cut the champion's RMSE on the recent hold-out by ``rmse_margin`` (relative),
+    reach ``min_r2`` on the base hold-out and keep its RMSE there within
+    ``(1 + base_rmse_tolerance)`` of the champion's. The champion's numbers are None when
+    there is no champion (then only the ``min_r2`` floor applies)."""
+    out = []
+    if champion_recent_rmse is not None and recent_rmse > champion_recent_rmse * (1 - rmse_margin):
+        out.append(
+            f"recent hold-out RMSE {recent_rmse:.4g} does not beat the champion's "
+            f"{champion_recent_rmse:.4g} by {rmse_margin:.0%}"
+        )
+    if base_r2 < min_r2:
+        out.append(f"base hold-out R^2 {base_r2:.4f} is below min_r2 {min_r2}")
+    if champion_base_rmse is not None and base_rmse > champion_base_rmse * (
+        1 + base_rmse_tolerance
+    ):
+        out.append(
+            f"base hold-out RMSE {base_rmse:.4g} is more than {base_rmse_tolerance:.0%} above "
+            f"the champion's {champion_base_rmse:.4g}"
+        )
+    return out
+
+
+def retrain_regression(
+    cfg: TrainingConfig,
+    tracking_uri: str,
+    recent_X: np.ndarray,
+    recent_y: np.ndarray,
+    *,
+    trigger: dict[str, Any],
+    base: tuple[pd.DataFrame, pd.Series],
+    rmse_margin: float,
+    holdout_fraction: float,
+    recent_weight: int,
+    base_data: str,
+    base_rmse_tolerance: float,
+) -> RetrainResult:
+    """`retrain` for a regressor: the same data flow, gated by `regression_gate`."""
+    include_base_data = include_base(base_data, trigger)
+    registry.use_tracking_uri(tracking_uri)
+    client = registry.get_client(tracking_uri)
+    exp_id = registry.ensure_experiment(client, cfg.experiment_name, tracking_uri)
+    base_X, base_y = base[0], base[1].astype("float64")
+    b_train, b_hold, yb_train, yb_hold = holdout_split(cfg, base_X, base_y)
+    columns = list(base_X.columns)
+    recent = pd.DataFrame(np.asarray(recent_X, dtype=np.float64), columns=columns)
+    labels = pd.Series(np.asarray(recent_y, dtype=np.float64), name="target")
+    r_train, r_hold, y_train, y_hold = train_test_split(
+        recent, labels, test_size=holdout_fraction, random_state=cfg.seed
+    )
+    parts_X, parts_y = [r_train] * recent_weight, [y_train] * recent_weight
+    if include_base_data:
+        parts_X.insert(0, b_train)
+        parts_y.insert(0, yb_train)
+    X_fit = pd.concat(parts_X, ignore_index=True)
+    y_fit = pd.concat(parts_y, ignore_index=True)
+    champion = registry.alias_version(client, cfg.model_name, registry.CHAMPION)
+    tags = {
+        "mlops.kind": "retraining",
+        "mlops.trigger": str(trigger.get("reason", ""))[:4000],
+        "mlops.drift": json.dumps(trigger.get("numbers", {}), default=str)[:4900],
+        "mlops.champion_version": champion or "",
+    }
+    with mlflow.start_run(
+        experiment_id=exp_id, run_name=f"retrain-{cfg.model_name}", tags=tags
+    ) as parent:
+        pid = parent.info.run_id
+        mlflow.log_params(
+            {
+                "task": REGRESSION,
+                "rows_base": len(b_train) if include_base_data else 0,
+                "rows_base_holdout": len(b_hold),
+                "rows_recent_train": len(r_train),
+                "rows_recent_holdout": len(r_hold),
+                "recent_weight": recent_weight,
+                "base_data": f"{base_data}: {'included' if include_base_data else 'left out'}",
+                "rmse_margin": rmse_margin,
+                "base_rmse_tolerance": base_rmse_tolerance,
+                "min_r2": cfg.min_r2,
+            }
+        )
+        best, cv_rmse, _ = search(
+            cfg, X_fit, y_fit, tracking_uri=tracking_uri, parent_run_id=pid, task=REGRESSION
+        )
+        model, info = fit_and_log(
+            best,
+            X_fit,
+            y_fit,
+            reference_size=cfg.reference_sample_size,
+            seed=cfg.seed,
+            dataset_name=f"{cfg.dataset}+feedback",
+            reference=(r_train, y_train),
+            task=REGRESSION,
+        )
+        new_recent = evaluate(model, r_hold, y_hold, REGRESSION)
+        new_base = evaluate(model, b_hold, yb_hold, REGRESSION)
+        champ_recent = champ_base = None
+        if champion is not None:
+            champ_model = registry.load_model(tracking_uri, cfg.model_name, champion)
+            champ_recent = evaluate(champ_model, r_hold, y_hold, REGRESSION)["rmse"]
+            champ_base = evaluate(champ_model, b_hold, yb_hold, REGRESSION)["rmse"]
+        mlflow.log_metrics(
+            {
+                "cv_rmse": cv_rmse,
+                "recent_holdout_rmse": new_recent["rmse"],
+                "recent_holdout_mae": new_recent["mae"],
+                "base_holdout_rmse": new_base["rmse"],
+                "base_holdout_r2": new_base["r2"],
+                **(
+                    {"champion_recent_holdout_rmse": champ_recent}
+                    if champ_recent is not None
+                    else {}
+                ),
+                **({"champion_base_holdout_rmse": champ_base} if champ_base is not None else {}),
+            }
+        )
+        refusals = regression_gate(
+            new_recent["rmse"],
+            champ_recent,
+            new_base["rmse"],
+            new_base["r2"],
+            champ_base,
+            rmse_margin=rmse_margin,
+            min_r2=cfg.min_r2,
+            base_rmse_tolerance=base_rmse_tolerance,
+        )
+        scores = (
+            f"recent hold-out RMSE {new_recent['rmse']:.4g} vs champion v{champion} "
+            f"{_fmt(champ_recent)} (margin {rmse_margin:.0%}); base hold-out RMSE "
+            f"{new_base['rmse']:.4g} vs champion {_fmt(champ_base)}, R^2 "
+            f"{new_base['r2']:.4f} (min_r2 {cfg.min_r2}, tolerance {base_rmse_tolerance:.0%})"
+        )
+        version = None
+        if not refusals:
+            version = register(
+                client,
+                cfg,
+                info,
+                feature_names=columns,
+                classes=[],
+                # The tags the drift monitor reads are the recent hold-out's errors.
+                metrics=new_recent,
+                family=best["family"],
+                extra_tags={
+                    "cv_rmse": f"{cv_rmse:.6f}",
+                    "mlops.trigger": tags["mlops.trigger"],
+                    "recent_holdout_rmse": f"{new_recent['rmse']:.6f}",
+                    "base_holdout_rmse": f"{new_base['rmse']:.6f}",
+                },
+                task=REGRESSION,
+            )
+            decision = f"registered v{version} for a canary rollout: {scores}"
+        else:
+            decision = f"not registered: {'; '.join(refusals)} ({scores})"
+        mlflow.set_tag("mlops.decision", decision)
+        log.info(decision)
+    return RetrainResult(
+        parent_run_id=pid,
+        registered=version is not None,
+        version=version,
+        challenger_accuracy=None,
+        champion_accuracy=None,
+        champion_version=champion,
+        margin=rmse_margin,
+        rows_base=len(b_train) if include_base_data else 0,
+        rows_recent_train=len(r_train),
+        rows_recent_holdout=len(r_hold),
+        decision=decision,
+        min_score=cfg.min_r2,
+        rows_base_holdout=len(b_hold),
+        task=REGRESSION,
+        challenger_rmse=new_recent["rmse"],
+        champion_rmse=champ_recent,
+        base_rmse=new_base["rmse"],
+        champion_base_rmse=champ_base,
+        base_r2=new_base["r2"],
+        base_tolerance=base_rmse_tolerance,
+    )

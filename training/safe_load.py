@@ -11,16 +11,34 @@ model families of `training.search`), never from the artifact:
 2. for skops, every type `skops.io.get_untrusted_types` finds in the file must be in our
    trusted list (refused naming the others), and the file is loaded with exactly that list;
 3. the loaded object must be an allowed estimator (a Pipeline of the families' steps, or one
-   of them), with ``predict_proba``.
+   of them), with ``predict`` (a classifier's ``predict_proba`` is used when it has one).
 
 A refusal raises `ModelRefused`, a `ValueError` whose message says what was found and what is
 allowed: callers report it as a failed load of that version.
+
+The model servers load through `load_served`, which serves any MLflow model whose flavor the
+deployment allows (``model_loading.allowed_flavors``, default ``[sklearn]``), most specific first:
+
+- ``sklearn``: the rules above (the fast path: one ``predict_proba`` pass for classifiers);
+- a native flavor (``lightgbm``, ``xgboost``, ``catboost``): that flavor's own loader, so a
+  scikit-learn-API model keeps ``predict_proba`` (class probabilities);
+- ``python_function``: `mlflow.pyfunc.load_model`, whatever the model is.
+
+Every loader but the skops path unpickles the artifact or imports its code: listing a flavor
+trusts whoever writes to the registry to run code in the model servers. A model without a
+signature (and without our ``feature_names`` tag) is refused: nothing would say which columns
+it takes. A loader that raises is reported as `ModelLoadFailed` (a `ModelRefused`), so a broken
+artifact is one clear message at load, not an error on every request.
 """
 
 from __future__ import annotations
 
+import importlib
 import pickle
+import shutil
 import tempfile
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +49,37 @@ from configs.settings import ModelLoadingConfig, load_model_loading_config
 from training import search
 
 FLAVOR = "sklearn"
+PYFUNC = "python_function"
+# Flavors whose own loader returns the model object (a scikit-learn-API estimator keeps
+# predict_proba), in the order they are preferred; python_function is the fallback.
+NATIVE_FLAVORS = {
+    "lightgbm": "mlflow.lightgbm",
+    "xgboost": "mlflow.xgboost",
+    "catboost": "mlflow.catboost",
+}
+SIGNATURE_HINT = (
+    "log it with signature=mlflow.models.infer_signature(X, model.predict(X)) so the model "
+    "servers know its input columns and their types"
+)
 
 
 class ModelRefused(ValueError):
-    """The artifact holds a format, type or estimator this deployment does not load."""
+    """The artifact holds a format, type, estimator or flavor this deployment does not load."""
+
+
+class ModelLoadFailed(ModelRefused):
+    """The artifact's own loader raised: the version cannot be served as it is."""
+
+
+@dataclass(eq=False)
+class ServedModel:
+    """A model loaded for serving: ``flavor`` is how it was loaded (``sklearn``, a native
+    flavor, or ``python_function``), ``model`` the estimator or `mlflow.pyfunc.PyFuncModel`.
+    The downloaded folder of a non-sklearn model lives as long as this object (a pyfunc may
+    read its artifacts when it predicts)."""
+
+    flavor: str
+    model: Any
 
 
 def trusted_types(cfg: ModelLoadingConfig) -> list[str]:
@@ -57,6 +102,80 @@ def load_model_uri(model_uri: str, cfg: ModelLoadingConfig | None = None) -> Any
             return load_local(local, cfg)
         except ModelRefused as exc:
             raise ModelRefused(f"{model_uri}: {exc}") from None
+
+
+def load_served(
+    model_uri: str, cfg: ModelLoadingConfig | None = None, *, require_signature: bool = True
+) -> ServedModel:
+    """Download ``model_uri`` and load it with the most specific flavor the deployment allows
+    (see the module docstring). ``require_signature=False`` only for our own versions, whose
+    ``feature_names`` tag names the columns. Raises `ModelRefused` / `ModelLoadFailed`."""
+    cfg = cfg or load_model_loading_config()
+    tmp = tempfile.mkdtemp(prefix="raymlops-model-")
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        served = _load_served_local(Path(local).resolve(), cfg, require_signature)
+    except ModelRefused as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise type(exc)(f"{model_uri}: {exc}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if served.flavor == FLAVOR:
+        shutil.rmtree(tmp, ignore_errors=True)  # the estimator is all in memory
+    else:
+        weakref.finalize(served, shutil.rmtree, tmp, True)
+    return served
+
+
+def _load_served_local(root: Path, cfg: ModelLoadingConfig, require_signature: bool):
+    doc = _mlmodel(root)
+    flavors = doc.get("flavors")
+    flavors = flavors if isinstance(flavors, dict) else {}
+    if require_signature and not doc.get("signature"):
+        raise ModelRefused(f"the model has no signature: {SIGNATURE_HINT}")
+    flavor = choose_flavor(list(flavors), list(cfg.allowed_flavors))
+    if flavor == FLAVOR:
+        return ServedModel(FLAVOR, load_local(root, cfg))
+    if flavor in NATIVE_FLAVORS:
+        model = _guarded_load(flavor, lambda: _native_loader(flavor)(str(root)))
+        if _sklearn_api(model):
+            return ServedModel(flavor, model)
+        # A native booster (not the scikit-learn API): its pyfunc predicts as MLflow does.
+    model = _guarded_load(PYFUNC, lambda: mlflow.pyfunc.load_model(str(root)))
+    return ServedModel(PYFUNC, model)
+
+
+def choose_flavor(found: list[str], allowed: list[str]) -> str:
+    """The flavor to load an artifact with ``found`` flavors by: sklearn, then a native
+    flavor, then python_function, each only when ``allowed``; else `ModelRefused`."""
+    for flavor in (FLAVOR, *NATIVE_FLAVORS, PYFUNC):
+        if flavor in found and flavor in allowed:
+            return flavor
+    raise ModelRefused(
+        f"the model's flavors {sorted(found)} are not loaded by this deployment, which loads "
+        f"{sorted(allowed)} (model_loading.allowed_flavors). Loading any flavor but sklearn "
+        "(skops) unpickles the artifact or imports its code, which can run arbitrary code: add "
+        f"one of {sorted(set(found) & {PYFUNC, *NATIVE_FLAVORS})} only for a registry whose "
+        "writers you trust"
+    )
+
+
+def _native_loader(flavor: str):
+    return importlib.import_module(NATIVE_FLAVORS[flavor]).load_model
+
+
+def _sklearn_api(model: Any) -> bool:
+    return callable(getattr(model, "predict", None)) and callable(
+        getattr(model, "get_params", None)
+    )
+
+
+def _guarded_load(flavor: str, load) -> Any:
+    try:
+        return load()
+    except Exception as exc:
+        raise ModelLoadFailed(f"loading the {flavor} flavor raised {exc!r}"[:2000]) from None
 
 
 def load_local(path: str | Path, cfg: ModelLoadingConfig | None = None) -> Any:
@@ -90,7 +209,7 @@ def load_local(path: str | Path, cfg: ModelLoadingConfig | None = None) -> Any:
     return model
 
 
-def _flavor(root: Path) -> dict[str, Any]:
+def _mlmodel(root: Path) -> dict[str, Any]:
     mlmodel = root / "MLmodel"
     if not mlmodel.is_file():
         raise ModelRefused("no MLmodel file: not an MLflow model")
@@ -98,7 +217,13 @@ def _flavor(root: Path) -> dict[str, Any]:
         doc = yaml.safe_load(mlmodel.read_text())
     except yaml.YAMLError as exc:
         raise ModelRefused(f"MLmodel file is not valid YAML: {exc}") from None
-    flavors = doc.get("flavors") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        raise ModelRefused("MLmodel file is not a mapping: not an MLflow model")
+    return doc
+
+
+def _flavor(root: Path) -> dict[str, Any]:
+    flavors = _mlmodel(root).get("flavors")
     flavor = flavors.get(FLAVOR) if isinstance(flavors, dict) else None
     if not isinstance(flavor, dict):
         found = sorted(flavors) if isinstance(flavors, dict) else []
@@ -126,8 +251,8 @@ def _load_skops(data: Path, trusted: list[str]) -> Any:
 
 
 def check_estimator(model: Any, allowed: list[str]) -> None:
-    """Raise `ModelRefused` unless ``model`` is an allowed estimator with ``predict_proba``
-    (a Pipeline: each of its steps allowed)."""
+    """Raise `ModelRefused` unless ``model`` is an allowed estimator with ``predict`` (a
+    Pipeline: each of its steps allowed)."""
     allowed_set = set(allowed)
     name = search.qualified_name(type(model))
     if name not in allowed_set:
@@ -146,8 +271,8 @@ def check_estimator(model: Any, allowed: list[str]) -> None:
         final = steps[-1][1]
     else:
         final = model
-    if not callable(getattr(final, "predict_proba", None)):
+    if not callable(getattr(final, "predict", None)):
         raise ModelRefused(
-            f"estimator {search.qualified_name(type(final))} has no predict_proba; the model "
-            "servers answer class probabilities"
+            f"estimator {search.qualified_name(type(final))} has no predict: not a model the "
+            "servers can answer with (a transformer?)"
         )

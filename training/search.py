@@ -1,4 +1,10 @@
-"""The Ray Tune search: model families, their search space, and the trainable."""
+"""The Ray Tune search: model families, their search space, and the trainable.
+
+A family belongs to one task (`FAMILY_TASK`): classifiers are scored by cross-validated
+accuracy (Tune maximises it), regressors by cross-validated RMSE (Tune minimises it; MAE is
+logged beside it). Every family is listed in the tables below, so the allow-lists safe loading
+builds from them (`trusted_types`, `allowed_estimators`) cover the regressors too.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,14 @@ from typing import Any
 
 import numpy as np
 from ray import tune
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.ensemble import (
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score, cross_validate
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -26,7 +37,42 @@ SPACE: dict[str, dict[str, Any]] = {
         "gb_learning_rate": tune.loguniform(1e-2, 0.5),
         "gb_max_depth": tune.randint(1, 5),
     },
+    "ridge": {"ridge_alpha": tune.loguniform(1e-3, 1e2)},
+    "random_forest_regressor": {
+        "rfr_n_estimators": tune.randint(20, 150),
+        "rfr_max_depth": tune.randint(2, 12),
+        "rfr_min_samples_leaf": tune.randint(1, 8),
+    },
+    "gradient_boosting_regressor": {
+        "gbr_n_estimators": tune.randint(20, 150),
+        "gbr_learning_rate": tune.loguniform(1e-2, 0.5),
+        "gbr_max_depth": tune.randint(1, 5),
+    },
 }
+
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+FAMILY_TASK: dict[str, str] = {
+    "logistic_regression": CLASSIFICATION,
+    "random_forest": CLASSIFICATION,
+    "gradient_boosting": CLASSIFICATION,
+    "ridge": REGRESSION,
+    "random_forest_regressor": REGRESSION,
+    "gradient_boosting_regressor": REGRESSION,
+}
+# What Tune optimises per task: (metric reported by `trainable`, mode).
+TUNE_METRIC: dict[str, tuple[str, str]] = {
+    CLASSIFICATION: ("cv_accuracy", "max"),
+    REGRESSION: ("cv_rmse", "min"),
+}
+
+
+def check_families(families: list[str], task: str) -> None:
+    """Refuse a family of the other task: a regressor cannot be scored by accuracy."""
+    wrong = [f for f in families if FAMILY_TASK.get(f) != task]
+    if wrong:
+        ok = sorted(f for f, t in FAMILY_TASK.items() if t == task)
+        raise ValueError(f"families {wrong} are not {task} families; expected some of {ok}")
 
 
 def search_space(families: list[str], seed: int) -> dict[str, Any]:
@@ -44,6 +90,9 @@ SKOPS_TRUSTED_TYPES: dict[str, list[str]] = {
     "logistic_regression": [],
     "random_forest": ["sklearn.tree._tree.Tree"],
     "gradient_boosting": ["sklearn.tree._tree.Tree"],
+    "ridge": [],
+    "random_forest_regressor": ["sklearn.tree._tree.Tree"],
+    "gradient_boosting_regressor": ["sklearn.tree._tree.Tree"],
 }
 
 
@@ -59,6 +108,9 @@ FAMILY_ESTIMATORS: dict[str, list[str]] = {
     "logistic_regression": [qualified_name(StandardScaler), qualified_name(LogisticRegression)],
     "random_forest": [qualified_name(RandomForestClassifier)],
     "gradient_boosting": [qualified_name(GradientBoostingClassifier)],
+    "ridge": [qualified_name(StandardScaler), qualified_name(Ridge)],
+    "random_forest_regressor": [qualified_name(RandomForestRegressor)],
+    "gradient_boosting_regressor": [qualified_name(GradientBoostingRegressor)],
 }
 PIPELINE = qualified_name(Pipeline)
 
@@ -106,11 +158,55 @@ def build_estimator(config: dict[str, Any]) -> Pipeline:
             random_state=seed,
         )
         return Pipeline([("model", est)])
+    return build_regressor(config, fam, seed)
+
+
+def build_regressor(config: dict[str, Any], fam: str, seed: int) -> Pipeline:
+    """The regressor pipelines of `build_estimator`."""
+    if fam == "ridge":
+        est = Ridge(alpha=float(config["ridge_alpha"]))
+        return Pipeline([("scale", StandardScaler()), ("model", est)])
+    if fam == "random_forest_regressor":
+        est = RandomForestRegressor(
+            n_estimators=int(config["rfr_n_estimators"]),
+            max_depth=int(config["rfr_max_depth"]),
+            min_samples_leaf=int(config["rfr_min_samples_leaf"]),
+            random_state=seed,
+            n_jobs=1,
+        )
+        return Pipeline([("model", est)])
+    if fam == "gradient_boosting_regressor":
+        est = GradientBoostingRegressor(
+            n_estimators=int(config["gbr_n_estimators"]),
+            learning_rate=float(config["gbr_learning_rate"]),
+            max_depth=int(config["gbr_max_depth"]),
+            random_state=seed,
+        )
+        return Pipeline([("model", est)])
     raise ValueError(f"unknown model family {fam!r}; expected one of {sorted(SPACE)}")
 
 
 def cv_score(config: dict[str, Any], X: np.ndarray, y: np.ndarray, folds: int) -> dict[str, float]:
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=int(config.get("seed", 0)))
+    """Cross-validated score of one config: accuracy for a classifier family, RMSE and MAE
+    (plain, positive numbers) for a regressor family."""
+    seed = int(config.get("seed", 0))
+    if FAMILY_TASK[config["family"]] == REGRESSION:
+        cv = KFold(n_splits=folds, shuffle=True, random_state=seed)
+        res = cross_validate(
+            build_estimator(config),
+            X,
+            y,
+            cv=cv,
+            scoring=("neg_root_mean_squared_error", "neg_mean_absolute_error"),
+        )
+        rmse = -res["test_neg_root_mean_squared_error"]
+        mae = -res["test_neg_mean_absolute_error"]
+        return {
+            "cv_rmse": float(rmse.mean()),
+            "cv_rmse_std": float(rmse.std()),
+            "cv_mae": float(mae.mean()),
+        }
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     scores = cross_val_score(build_estimator(config), X, y, cv=cv, scoring="accuracy")
     return {"cv_accuracy": float(scores.mean()), "cv_accuracy_std": float(scores.std())}
 

@@ -18,6 +18,10 @@ from deployments import schemas
 from deployments.app import AppArgs, LimitsArgs
 from deployments.router import (
     REDACTED,
+    _error,
+    _mlflow_error,
+    _oip_error,
+    _reencode,
     classify_error,
     read_token,
     redact_errors,
@@ -144,3 +148,19 @@ def test_error_text_is_redacted_for_unauthenticated_callers():
     assert shown["timeline"][0] == {"event": "retraining_failed", "error": REDACTED}
     assert shown["timeline"][1] == {"event": "ok"}
     assert shown["last_error"] is None and shown["accuracy"] == 0.9
+
+
+def test_protocol_error_shapes_keep_status_extras_and_retry_after():
+    """/invocations answers errors as MLflow's scoring server does, OIP routes as KServe and
+    Triton do; both from the one `_error` answer of the shared prediction path."""
+    not_live = _error(404, "version '9' is not live", live_versions=["1"])
+    oip = _reencode(not_live, _oip_error)
+    assert oip.status_code == 404
+    assert json.loads(oip.body) == {"error": "version '9' is not live", "live_versions": ["1"]}
+    mlflow = json.loads(_reencode(_error(422, "bad row"), _mlflow_error).body)
+    assert mlflow["error_code"] == "BAD_REQUEST" and mlflow["message"] == "bad row"
+    assert mlflow["detail"] == "bad row"  # the earlier shape, for existing clients
+    busy = _reencode(_error(503, "not ready"), _mlflow_error)
+    assert busy.headers["retry-after"] == "1"
+    assert json.loads(busy.body)["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    assert json.loads(_mlflow_error(413, "too big").body)["error_code"] == "RESOURCE_EXHAUSTED"

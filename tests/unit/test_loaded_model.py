@@ -1,14 +1,20 @@
 """LoadedModel answers exactly what the estimator's own predict / predict_proba answer, with
-one pass over the model where scikit-learn defines predict as argmax of predict_proba."""
+one pass over the model where scikit-learn defines predict as argmax of predict_proba; a model
+we did not train answers what `mlflow.pyfunc.load_model(uri).predict` answers on the same rows.
+"""
 
+import mlflow
 import numpy as np
+import pandas as pd
 import pytest
-from sklearn.datasets import load_breast_cancer
+from mlflow.models import Model, infer_signature
+from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.linear_model import Ridge
 from sklearn.svm import SVC
 
 from configs.settings import ModelLoadingConfig
-from deployments.model_server import LoadedModel
-from training import safe_load
+from deployments.model_server import LoadedModel, _split, to_rows
+from training import registry, safe_load
 from training.search import build_estimator
 
 CONFIGS = [
@@ -62,3 +68,137 @@ def test_every_family_passes_the_load_time_estimator_check(config, data):
     safe_load.check_estimator(model, safe_load.allowed_estimators(cfg))
     blob = skops.io.dumps(model)
     assert set(skops.io.get_untrusted_types(data=blob)) <= set(safe_load.trusted_types(cfg))
+
+
+# ---- models we did not train (issue 13) ----------------------------------------------------
+
+
+def served(path, cfg: ModelLoadingConfig) -> LoadedModel:
+    """Load a saved model as a model server does: the signature from its MLmodel file."""
+    sig = Model.load(str(path)).signature
+    inputs = registry.schema_dicts(sig.inputs)
+    model = safe_load.load_served(str(path), cfg)
+    return LoadedModel(
+        "7",
+        model.model,
+        flavor=model.flavor,
+        feature_names=registry.schema_feature_names(inputs),
+        input_schema=inputs,
+    )
+
+
+def mlflow_predict(path, frame: pd.DataFrame):
+    return mlflow.pyfunc.load_model(str(path)).predict(frame)
+
+
+def test_sklearn_regressor_answers_numbers_without_probabilities(tmp_path):
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    model = Ridge(alpha=0.5).fit(X, y)
+    path = tmp_path / "ridge"
+    mlflow.sklearn.save_model(
+        model, str(path), serialization_format="skops", signature=infer_signature(X, y)
+    )
+    cfg = ModelLoadingConfig(allowed_estimators=["sklearn.linear_model._ridge.Ridge"])
+    loaded = served(path, cfg)
+    assert loaded.flavor == "sklearn" and not loaded.has_probabilities
+    rows = X.iloc[:40]
+    answers = _split(loaded, rows.to_numpy(), [15, 25])
+    assert [len(a["predictions"]) for a in answers] == [15, 25]
+    assert all("probabilities" not in a for a in answers)
+    got = answers[0]["predictions"] + answers[1]["predictions"]
+    assert all(type(v) is float for v in got)
+    np.testing.assert_allclose(got, mlflow_predict(path, rows))
+
+
+def test_lightgbm_classifier_loads_natively_with_probabilities(tmp_path):
+    import lightgbm
+
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    model = lightgbm.LGBMClassifier(n_estimators=20, verbose=-1).fit(X, y)
+    path = tmp_path / "lgbm"
+    mlflow.lightgbm.save_model(model, str(path), signature=infer_signature(X, model.predict(X)))
+    with pytest.raises(safe_load.ModelRefused, match="allowed_flavors"):
+        served(path, ModelLoadingConfig())
+    loaded = served(path, ModelLoadingConfig(allowed_flavors=["sklearn", "lightgbm"]))
+    assert loaded.flavor == "lightgbm" and loaded.has_probabilities
+    rows = X.iloc[:50]
+    (answer,) = _split(loaded, rows.to_numpy(), [50])
+    assert answer["predictions"] == mlflow_predict(path, rows).tolist()
+    np.testing.assert_allclose(answer["probabilities"], model.predict_proba(rows))
+
+
+class Scorer(mlflow.pyfunc.PythonModel):
+    """A team's own model: a score from the columns, answered as ``kind`` says."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def predict(self, context, model_input, params=None):
+        score = model_input["a"] * 2.0 + model_input["n"]
+        if self.kind == "frame":
+            return pd.DataFrame({"score": score, "label": np.where(score > 1, "high", "low")})
+        if self.kind == "series":
+            return score
+        if self.kind == "ndarray":
+            return score.to_numpy()
+        return pd.DataFrame({"score": score})  # one column: plain values
+
+
+@pytest.fixture(scope="module")
+def team_frame():
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"a": rng.normal(size=30), "n": rng.integers(0, 5, 30).astype(np.int64)})
+
+
+@pytest.mark.parametrize("kind", ["frame", "series", "ndarray", "one_column"])
+def test_pyfunc_answers_what_its_predict_returns(kind, team_frame, tmp_path):
+    path = tmp_path / kind
+    model = Scorer(kind)
+    signature = infer_signature(team_frame, model.predict(None, team_frame))
+    mlflow.pyfunc.save_model(str(path), python_model=model, signature=signature)
+    loaded = served(path, ModelLoadingConfig(allowed_flavors=["python_function"]))
+    assert loaded.flavor == "python_function" and not loaded.has_probabilities
+    # The router sends float rows: the long column "n" must reach the model as integers,
+    # which MLflow's schema enforcement requires.
+    X = team_frame.to_numpy(dtype=np.float64)
+    answers = _split(loaded, X, [10, 20])
+    got = answers[0]["predictions"] + answers[1]["predictions"]
+    want = mlflow_predict(path, team_frame)
+    if kind == "frame":
+        assert got == want.to_dict(orient="records")
+        assert got[0].keys() == {"score", "label"}
+    else:
+        np.testing.assert_allclose(got, np.asarray(want).ravel())
+        assert all(type(v) is float for v in got)
+
+
+def test_pyfunc_refuses_a_fraction_in_an_integer_column(team_frame, tmp_path):
+    path = tmp_path / "m"
+    model = Scorer("series")
+    signature = infer_signature(team_frame, model.predict(None, team_frame))
+    mlflow.pyfunc.save_model(str(path), python_model=model, signature=signature)
+    loaded = served(path, ModelLoadingConfig(allowed_flavors=["python_function"]))
+    with pytest.raises(ValueError, match="column 'n' takes integers"):
+        loaded.predict(np.array([[0.5, 1.5]]))
+
+
+def test_tensor_signature_gets_an_array(tmp_path):
+    X, y = load_diabetes(return_X_y=True)
+    model = Ridge().fit(X, y)
+    path = tmp_path / "t"
+    mlflow.sklearn.save_model(
+        model, str(path), serialization_format="skops", signature=infer_signature(X, y)
+    )
+    loaded = served(path, ModelLoadingConfig(allowed_flavors=["python_function"]))
+    assert loaded.feature_names == [f"x{j}" for j in range(X.shape[1])]
+    (answer,) = _split(loaded, X[:12], [12])
+    np.testing.assert_allclose(
+        answer["predictions"], mlflow.pyfunc.load_model(str(path)).predict(X[:12])
+    )
+
+
+def test_to_rows_refuses_an_answer_of_the_wrong_length():
+    with pytest.raises(ValueError, match="answered 2 predictions for 3 rows"):
+        to_rows(np.array([1.0, 2.0]), 3)
+    assert to_rows(np.array([[1, 2], [3, 4]]), 2) == [[1, 2], [3, 4]]
+    assert to_rows(pd.Series(["a", "b"]), 2) == ["a", "b"]

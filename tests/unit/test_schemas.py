@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from deployments import schemas
@@ -214,3 +215,77 @@ def test_error_messages_never_echo_a_huge_value():
     with pytest.raises(InputError) as err:
         schemas.to_matrix(big, NAMES, 10)
     assert len(err.value.detail) < 300
+
+
+# ---- /invocations bodies other than JSON --------------------------------------------------
+CSV_NAMES = ["mean radius", "mean texture"]
+
+
+@pytest.mark.parametrize(
+    "header,fmt",
+    [
+        (None, "json"),
+        ("application/json", "json"),
+        ("application/json; charset=utf-8", "json"),
+        ("text/csv", "csv"),
+        ("text/csv; charset=UTF-8", "csv"),
+        ("application/vnd.apache.parquet", "parquet"),
+        ("application/x-parquet", "parquet"),
+    ],
+)
+def test_invocations_content_types_as_mlflow_accepts_them(header, fmt):
+    assert schemas.invocation_format(header) == fmt
+
+
+@pytest.mark.parametrize(
+    "header,fragment",
+    [
+        ("application/xml", "accepts ['application/json'"),
+        ("text/plain", "text/csv"),
+        ("application/json; charset=latin-1", "charset=utf-8"),
+        ("text/csv; format=pandas-split", "unrecognized Content-Type parameters"),
+    ],
+)
+def test_other_content_types_are_415_naming_the_supported_ones(header, fragment):
+    with pytest.raises(InputError) as err:
+        schemas.invocation_format(header)
+    assert err.value.status == 415 and fragment in err.value.detail
+
+
+def test_csv_and_parquet_bodies_give_the_same_matrix_as_json():
+    frame = pd.DataFrame([[1.5, 2.0], [3.0, 4.25]], columns=CSV_NAMES)
+    expected = schemas.to_matrix(frame.values.tolist(), CSV_NAMES, 10)
+    from_csv = schemas.parse_csv(frame.to_csv(index=False).encode())
+    np.testing.assert_array_equal(schemas.frame_to_matrix(from_csv, CSV_NAMES, 10), expected)
+    from_parquet = schemas.parse_parquet(frame.to_parquet())
+    np.testing.assert_array_equal(schemas.frame_to_matrix(from_parquet, CSV_NAMES, 10), expected)
+    # columns in another order are put in feature order
+    swapped = frame[CSV_NAMES[::-1]]
+    np.testing.assert_array_equal(schemas.frame_to_matrix(swapped, CSV_NAMES, 10), expected)
+
+
+@pytest.mark.parametrize(
+    "body,status,fragment",
+    [
+        (b"", 400, "empty CSV body"),
+        (b"\xff\xfe\x00", 400, "not valid UTF-8"),
+        (b'a,b\n"1,2\n', 400, "failed to parse the body as CSV"),
+        (b"mean radius,other\n1,2\n", 422, "unknown ['other']"),
+        (b"mean radius,mean texture\n1,x\n", 422, "expected numbers"),
+        (b"mean radius,mean texture\n1,\n", 422, "not a finite number"),
+        (b"mean radius,mean texture\n1,1e39\n", 422, "magnitude at most"),
+        (b"mean radius,mean texture\n" + b"1,2\n" * 11, 413, "over the maximum of 10 rows"),
+        (b"mean radius,mean texture\n", 422, "empty batch"),
+    ],
+)
+def test_bad_csv_is_a_clear_4xx(body, status, fragment):
+    with pytest.raises(InputError) as err:
+        schemas.frame_to_matrix(schemas.parse_csv(body), CSV_NAMES, 10)
+    assert err.value.status == status and fragment in err.value.detail, err.value.detail
+
+
+@pytest.mark.parametrize("body", [b"", b"PAR1 not really parquet", b"a,b\n1,2\n"])
+def test_bad_parquet_is_400(body):
+    with pytest.raises(InputError) as err:
+        schemas.parse_parquet(body)
+    assert err.value.status == 400 and "parquet" in err.value.detail

@@ -1,0 +1,281 @@
+"""Models a team registered with its own code serve (issue 13): no tag of ours, a signature.
+
+Each model is registered in the session's MLflow under a name of its own, made champion, and
+served by the app as `serve_app` deploys it; the answers must equal what
+`mlflow.pyfunc.load_model(uri).predict` answers on the same rows. The model servers of these
+apps allow the lightgbm and python_function flavors (and the Ridge estimator) through their
+own environment, as an operator would set ``MLOPS_MODEL_LOADING__*``; the session's other apps
+keep the default policy.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import cloudpickle
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.models import infer_signature
+from ray import serve
+
+from tests.conftest import ADMIN_TOKEN
+from tests.helpers import wait_until
+from training import registry
+from training.data import load_dataset
+
+pytestmark = pytest.mark.ray
+
+APP = "foreign-models"
+LOADING_ENV = {
+    "MLOPS_MODEL_LOADING__ALLOWED_FLAVORS": "[sklearn, lightgbm, python_function]",
+    "MLOPS_MODEL_LOADING__ALLOWED_ESTIMATORS": "[sklearn.linear_model._ridge.Ridge]",
+}
+
+
+class TeamScorer(mlflow.pyfunc.PythonModel):
+    """A custom model answering a DataFrame of two columns (a score and a label)."""
+
+    def predict(self, context, model_input, params=None):
+        score = model_input["a"] * 2.0 - model_input["b"] + model_input["n"]
+        return pd.DataFrame({"score": score, "label": np.where(score > 0, "up", "down")})
+
+
+class BrokenOnLoad(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        raise RuntimeError("the weights file is corrupt")
+
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+@pytest.fixture
+def trusting_servers(monkeypatch):
+    """The app's ModelServer deployments get LOADING_ENV in their processes' environment."""
+    from deployments import model_server
+
+    base = model_server.ModelServer
+    options = {**(base.ray_actor_options or {}), "runtime_env": {"env_vars": LOADING_ENV}}
+    monkeypatch.setattr(model_server, "ModelServer", base.options(ray_actor_options=options))
+
+
+@pytest.fixture
+def client():
+    with httpx.Client(timeout=60) as c:
+        yield c
+
+
+def register(mlflow_uri: str, name: str, log) -> str:
+    """Log a model with ``log()`` in a run, register it as ``name``, make it champion."""
+    registry.use_tracking_uri(mlflow_uri)
+    client = registry.get_client(mlflow_uri)
+    exp = registry.ensure_experiment(client, "foreign-models", mlflow_uri)
+    with mlflow.start_run(experiment_id=exp):
+        info = log()
+    version = str(mlflow.register_model(info.model_uri, name).version)
+    registry.set_alias(client, name, registry.CHAMPION, version)
+    return version
+
+
+def deploy_ready(serve_app, client, name: str) -> str:
+    url = serve_app(name=APP, model_name=name)
+    wait_until(
+        lambda: client.get(f"{url}/health").status_code == 200,
+        timeout=120,
+        what=f"{name} ready",
+        context=lambda: client.get(f"{url}/health").text,
+    )
+    return url
+
+
+def predict_both_ways(client, url: str, rows: pd.DataFrame) -> list:
+    """/predict (records) and /invocations (dataframe_split) must answer the same."""
+    r = client.post(f"{url}/predict", json={"features": rows.to_dict(orient="records")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    split = rows.to_dict(orient="split")
+    inv = client.post(
+        f"{url}/invocations",
+        json={"dataframe_split": {"columns": split["columns"], "data": split["data"]}},
+    )
+    assert inv.status_code == 200, inv.text
+    assert inv.json()["predictions"] == body["predictions"]
+    return body
+
+
+def test_sklearn_regressor_serves_numbers(
+    serve_app, trusting_servers, ray_cluster, mlflow_uri, client
+):
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    model = Ridge(alpha=0.5).fit(X, y)
+    name = "team_diabetes_ridge"
+    version = register(
+        mlflow_uri,
+        name,
+        lambda: mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="skops",
+            signature=infer_signature(X, model.predict(X)),
+        ),
+    )
+    url = deploy_ready(serve_app, client, name)
+    rows = X.iloc[:20]
+    body = predict_both_ways(client, url, rows)
+    want = mlflow.pyfunc.load_model(registry.model_uri(name, version)).predict(rows)
+    np.testing.assert_allclose(body["predictions"], want, rtol=1e-9)
+    assert "probabilities" not in body and body["model_version"] == version
+    info = client.get(f"{url}/model-info").json()["versions"][version]
+    assert info["task"] == "regression" and info["feature_names"] == list(X.columns)
+
+    # A column the signature lacks: the client's error, naming what was expected.
+    bad = rows.iloc[:2].assign(not_a_feature=1.0).to_dict(orient="records")
+    r = client.post(f"{url}/predict", json={"features": bad})
+    assert 400 <= r.status_code < 500 and "not_a_feature" in r.text, r.text
+
+
+def test_lightgbm_classifier_serves_labels_and_probabilities(
+    serve_app, trusting_servers, ray_cluster, mlflow_uri, client
+):
+    import lightgbm
+
+    X, y = load_dataset("breast_cancer")
+    model = lightgbm.LGBMClassifier(n_estimators=25, verbose=-1).fit(X, y)
+    name = "team_lgbm_classifier"
+    version = register(
+        mlflow_uri,
+        name,
+        lambda: mlflow.lightgbm.log_model(
+            model, name="model", signature=infer_signature(X, model.predict(X))
+        ),
+    )
+    url = deploy_ready(serve_app, client, name)
+    rows = X.iloc[:30]
+    body = predict_both_ways(client, url, rows)
+    want = mlflow.pyfunc.load_model(registry.model_uri(name, version)).predict(rows)
+    assert body["predictions"] == want.tolist()
+    np.testing.assert_allclose(body["probabilities"], model.predict_proba(rows), rtol=1e-9)
+    info = client.get(f"{url}/model-info").json()["versions"][version]
+    assert info["task"] == "classification" and info["has_signature"] is True
+
+
+def test_custom_pyfunc_serves_its_dataframe(
+    serve_app, trusting_servers, ray_cluster, mlflow_uri, client
+):
+    # The replicas cannot import this test module: the class travels inside the pickle.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=40),
+            "b": rng.normal(size=40),
+            "n": rng.integers(0, 4, 40).astype(np.int64),
+        }
+    )
+    model = TeamScorer()
+    name = "team_custom_scorer"
+    version = register(
+        mlflow_uri,
+        name,
+        lambda: mlflow.pyfunc.log_model(
+            name="model",
+            python_model=model,
+            signature=infer_signature(frame, model.predict(None, frame)),
+        ),
+    )
+    url = deploy_ready(serve_app, client, name)
+    rows = frame.iloc[:15]
+    body = predict_both_ways(client, url, rows)
+    want = mlflow.pyfunc.load_model(registry.model_uri(name, version)).predict(rows)
+    assert body["predictions"] == want.to_dict(orient="records")
+    assert "probabilities" not in body
+    info = client.get(f"{url}/model-info").json()["versions"][version]
+    assert info["task"] == "other"
+    assert {"name": "n", "type": "long"} in info["input_schema"]
+
+
+REFUSALS = [
+    ("no_signature", "has no signature: log it with signature=mlflow.models.infer_signature"),
+    ("load_raises", "the weights file is corrupt"),
+]
+
+
+def deploy_refused(serve_app, mlflow_uri: str, kind: str) -> tuple[str, str, pd.DataFrame]:
+    """Register a model of ``kind`` (see REFUSALS) as champion and deploy the app on it."""
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    frame = pd.DataFrame({"a": [0.1, 0.2], "b": [1.0, 2.0], "n": [1, 2]})
+    name = f"team_refused_{kind}"
+    python_model = TeamScorer() if kind == "no_signature" else BrokenOnLoad()
+    signature = None if kind == "no_signature" else infer_signature(frame, frame)
+    version = register(
+        mlflow_uri,
+        name,
+        lambda: mlflow.pyfunc.log_model(
+            name="model", python_model=python_model, signature=signature
+        ),
+    )
+    url = serve_app(name=APP, model_name=name, slot_ready_timeout_s=5.0)
+    return url, version, frame
+
+
+def replica_refusals() -> dict[str, str]:
+    """What the app's model server replicas refused to load: version -> why."""
+    out: dict[str, str] = {}
+    for slot in ("blue", "green"):
+        handle = serve.get_deployment_handle(slot, app_name=APP)
+        out.update(handle.load_errors.remote().result(timeout_s=30))
+    return out
+
+
+@pytest.mark.parametrize(("kind", "why"), REFUSALS, ids=[k for k, _ in REFUSALS])
+def test_a_model_that_cannot_load_is_refused_at_load_with_its_reason(
+    kind, why, serve_app, trusting_servers, ray_cluster, mlflow_uri, client
+):
+    url, version, frame = deploy_refused(serve_app, mlflow_uri, kind)
+    errors = wait_until(replica_refusals, timeout=60, what=f"v{version} refused")
+    assert why in errors[version], errors
+    assert errors[version].startswith(f"models:/team_refused_{kind}/{version}: ")
+    # The replica stays up (it keeps following the controller) and answers no prediction.
+    r = client.post(f"{url}/predict", json={"features": frame.to_dict(orient="records")})
+    assert r.status_code == 503, r.text
+
+
+@pytest.mark.parametrize(("kind", "why"), REFUSALS, ids=[k for k, _ in REFUSALS])
+def test_a_refused_model_makes_health_and_predict_503_naming_the_reason(
+    kind, why, serve_app, trusting_servers, ray_cluster, mlflow_uri, client
+):
+    url, version, frame = deploy_refused(serve_app, mlflow_uri, kind)
+    wait_until(replica_refusals, timeout=60, what=f"v{version} refused")
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    def health_says_refused():
+        r = client.get(f"{url}/health", headers=admin)
+        return r if r.status_code == 503 and r.json().get("load_errors") else None
+
+    health = wait_until(health_says_refused, timeout=30, what="/health reports the refusal")
+    body = health.json()
+    assert body["ready"] is False and version in body["load_errors"], body
+    assert why in body["load_errors"][version]["reason"] and why in body["detail"], body
+    # Without the token: our own refusal (what to do) is shown; a loader's exception is not.
+    public = client.get(f"{url}/health")
+    assert public.status_code == 503, public.text
+    if kind == "load_raises":
+        assert why not in public.text and "loader raised" in public.text, public.text
+    else:
+        assert why in public.text, public.text
+    for route, payload in (
+        ("/predict", {"features": frame.to_dict(orient="records")}),
+        ("/invocations", {"dataframe_records": frame.to_dict("records")}),
+    ):
+        r = client.post(f"{url}{route}", json=payload)
+        assert r.status_code == 503, (route, r.text)
+        assert f"v{version}" in r.text and "refused at load" in r.text, (route, r.text)
+    assert client.get(f"{url}/ping").status_code == 503
+    # The rollout status (admin) names it too.
+    status = client.get(f"{url}/admin/rollout", headers=admin).json()
+    assert why in status["load_errors"][version]["reason"], status
