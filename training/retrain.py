@@ -87,6 +87,74 @@ def include_base(base_data: str, trigger: dict[str, Any]) -> bool:
     return "accuracy" not in detectors and "error" not in detectors
 
 
+@dataclass
+class _Data:
+    """The splits of one retraining: the base dataset's (as `training.train` made them) and
+    the recent labelled rows', and the training frame built from them."""
+
+    b_train: pd.DataFrame
+    b_hold: pd.DataFrame
+    yb_hold: pd.Series
+    r_train: pd.DataFrame
+    r_hold: pd.DataFrame
+    y_train: pd.Series
+    y_hold: pd.Series
+    X_fit: pd.DataFrame
+    y_fit: pd.Series
+
+
+def _split_data(
+    cfg: TrainingConfig,
+    base: tuple[pd.DataFrame, pd.Series],
+    recent_X: np.ndarray,
+    recent_y: np.ndarray,
+    holdout_fraction: float,
+    recent_weight: int,
+    include_base_data: bool,
+    *,
+    regression: bool,
+) -> _Data:
+    """The same split as training.train for the base data (the champion trained on b_train
+    never saw b_hold either); the recent rows split into train and hold-out (stratified for a
+    classifier when every class has two rows), recent rows repeated ``recent_weight`` times."""
+    base_X, base_y = base
+    b_train, b_hold, yb_train, yb_hold = holdout_split(cfg, base_X, base_y)
+    recent = pd.DataFrame(np.asarray(recent_X, dtype=np.float64), columns=list(base_X.columns))
+    labels = pd.Series(
+        np.asarray(recent_y, dtype=np.float64) if regression else np.asarray(recent_y),
+        name="target",
+    )
+    stratify = None if regression or labels.value_counts().min() < 2 else labels
+    r_train, r_hold, y_train, y_hold = train_test_split(
+        recent, labels, test_size=holdout_fraction, random_state=cfg.seed, stratify=stratify
+    )
+    parts_X, parts_y = [r_train] * recent_weight, [y_train] * recent_weight
+    if include_base_data:
+        parts_X.insert(0, b_train)
+        parts_y.insert(0, yb_train)
+    return _Data(
+        b_train,
+        b_hold,
+        yb_hold,
+        r_train,
+        r_hold,
+        y_train,
+        y_hold,
+        pd.concat(parts_X, ignore_index=True),
+        pd.concat(parts_y, ignore_index=True),
+    )
+
+
+def _run_tags(trigger: dict[str, Any], champion: str | None) -> dict[str, str]:
+    """Tags of a retraining's parent run: why it ran, the numbers, the champion it faced."""
+    return {
+        "mlops.kind": "retraining",
+        "mlops.trigger": str(trigger.get("reason", ""))[:4000],
+        "mlops.drift": json.dumps(trigger.get("numbers", {}), default=str)[:4900],
+        "mlops.champion_version": champion or "",
+    }
+
+
 def retrain(
     cfg: TrainingConfig,
     tracking_uri: str,
@@ -139,29 +207,21 @@ def retrain(
     client = registry.get_client(tracking_uri)
     exp_id = registry.ensure_experiment(client, cfg.experiment_name, tracking_uri)
     # The same split as training.train: the champion trained on b_train never saw b_hold either.
-    b_train, b_hold, yb_train, yb_hold = holdout_split(cfg, base_X, base_y)
-    columns = list(base_X.columns)
-    recent = pd.DataFrame(np.asarray(recent_X, dtype=np.float64), columns=columns)
-    labels = pd.Series(np.asarray(recent_y), name="target")
-    stratify = labels if labels.value_counts().min() >= 2 else None
-    r_train, r_hold, y_train, y_hold = train_test_split(
-        recent, labels, test_size=holdout_fraction, random_state=cfg.seed, stratify=stratify
+    d = _split_data(
+        cfg,
+        (base_X, base_y),
+        recent_X,
+        recent_y,
+        holdout_fraction,
+        recent_weight,
+        include_base_data,
+        regression=False,
     )
-    parts_X = [r_train] * recent_weight
-    parts_y = [y_train] * recent_weight
-    if include_base_data:
-        parts_X.insert(0, b_train)
-        parts_y.insert(0, yb_train)
-    X_fit = pd.concat(parts_X, ignore_index=True)
-    y_fit = pd.concat(parts_y, ignore_index=True)
-
+    b_train, b_hold, yb_hold = d.b_train, d.b_hold, d.yb_hold
+    r_train, r_hold, y_train, y_hold = d.r_train, d.r_hold, d.y_train, d.y_hold
+    X_fit, y_fit = d.X_fit, d.y_fit
     champion = registry.alias_version(client, cfg.model_name, registry.CHAMPION)
-    tags = {
-        "mlops.kind": "retraining",
-        "mlops.trigger": str(trigger.get("reason", ""))[:4000],
-        "mlops.drift": json.dumps(trigger.get("numbers", {}), default=str)[:4900],
-        "mlops.champion_version": champion or "",
-    }
+    tags = _run_tags(trigger, champion)
     with mlflow.start_run(
         experiment_id=exp_id, run_name=f"retrain-{cfg.model_name}", tags=tags
     ) as parent:
@@ -232,7 +292,7 @@ def retrain(
                 client,
                 cfg,
                 info,
-                feature_names=columns,
+                feature_names=list(b_train.columns),
                 classes=classes,
                 metrics=new_scores,
                 family=best["family"],
@@ -356,27 +416,21 @@ def retrain_regression(
     registry.use_tracking_uri(tracking_uri)
     client = registry.get_client(tracking_uri)
     exp_id = registry.ensure_experiment(client, cfg.experiment_name, tracking_uri)
-    base_X, base_y = base[0], base[1].astype("float64")
-    b_train, b_hold, yb_train, yb_hold = holdout_split(cfg, base_X, base_y)
-    columns = list(base_X.columns)
-    recent = pd.DataFrame(np.asarray(recent_X, dtype=np.float64), columns=columns)
-    labels = pd.Series(np.asarray(recent_y, dtype=np.float64), name="target")
-    r_train, r_hold, y_train, y_hold = train_test_split(
-        recent, labels, test_size=holdout_fraction, random_state=cfg.seed
+    d = _split_data(
+        cfg,
+        (base[0], base[1].astype("float64")),
+        recent_X,
+        recent_y,
+        holdout_fraction,
+        recent_weight,
+        include_base_data,
+        regression=True,
     )
-    parts_X, parts_y = [r_train] * recent_weight, [y_train] * recent_weight
-    if include_base_data:
-        parts_X.insert(0, b_train)
-        parts_y.insert(0, yb_train)
-    X_fit = pd.concat(parts_X, ignore_index=True)
-    y_fit = pd.concat(parts_y, ignore_index=True)
+    b_train, b_hold, yb_hold = d.b_train, d.b_hold, d.yb_hold
+    r_train, r_hold, y_train, y_hold = d.r_train, d.r_hold, d.y_train, d.y_hold
+    X_fit, y_fit = d.X_fit, d.y_fit
     champion = registry.alias_version(client, cfg.model_name, registry.CHAMPION)
-    tags = {
-        "mlops.kind": "retraining",
-        "mlops.trigger": str(trigger.get("reason", ""))[:4000],
-        "mlops.drift": json.dumps(trigger.get("numbers", {}), default=str)[:4900],
-        "mlops.champion_version": champion or "",
-    }
+    tags = _run_tags(trigger, champion)
     with mlflow.start_run(
         experiment_id=exp_id, run_name=f"retrain-{cfg.model_name}", tags=tags
     ) as parent:
@@ -452,7 +506,7 @@ def retrain_regression(
                 client,
                 cfg,
                 info,
-                feature_names=columns,
+                feature_names=list(b_train.columns),
                 classes=[],
                 # The tags the drift monitor reads are the recent hold-out's errors.
                 metrics=new_recent,

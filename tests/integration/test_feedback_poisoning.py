@@ -41,7 +41,7 @@ def test_flipped_labels_fire_the_detector_but_the_poisoned_model_is_not_register
     client = registry.get_client(mlflow_uri)
     model = registry.load_model(mlflow_uri, NAME, champion)
     info = registry.version_info(client, NAME, champion)
-    frame, labels = load_reference(client, NAME, champion)
+    frame, labels, _ = load_reference(client, NAME, champion)
 
     now = [1000.0]
     core = DriftMonitorCore(
