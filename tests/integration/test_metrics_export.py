@@ -198,7 +198,23 @@ def test_local_prometheus_returns_per_version_series(serve_app, trained, data, t
                     raise AssertionError(f"model_version labels so far: {got}")
                 return got
 
-            wait_until(per_version_series, timeout=90, interval=1.0, what="per-version series")
+            def targets():
+                """Prometheus' view of its scrape targets: explains a timeout."""
+                body = c.get(f"{prom}/api/v1/targets").json()
+                return [
+                    {k: t.get(k) for k in ("scrapeUrl", "health", "lastError", "lastScrape")}
+                    for t in body.get("data", {}).get("activeTargets", [])
+                ]
+
+            # 180 s: late in a full suite run on 2 cores, after a dozen apps came and went,
+            # the first scrape that holds this app's series took over 90 s once (CI).
+            wait_until(
+                per_version_series,
+                timeout=180,
+                interval=1.0,
+                what="per-version series",
+                context=targets,
+            )
             # Ray's agent drops a gauge its worker stops setting after ~2 report intervals,
             # and Prometheus then marks the series stale: the canary weight, which does not
             # change without a rollout, must still be there well after that.

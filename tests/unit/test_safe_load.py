@@ -139,6 +139,7 @@ def test_model_server_records_a_refused_version_and_keeps_following(uri, data):
     server = object.__new__(ModelServer.func_or_class)
     server._slot, server._args = "blue", {"tracking_uri": uri, "model_name": "served"}
     server._model, server._refused, server._load_lock = None, {}, asyncio.Lock()
+    server._refused_kind = {}
 
     async def follow_twice():
         await server._follow_state({"epoch": 1, "slots": {"blue": version}})
