@@ -87,8 +87,8 @@ def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     if not body:
         raise InputError(400, "empty request body; expected a JSON object")
     too_deep = (
-        f"request body nests JSON arrays/objects deeper than {max_depth} levels; "
-        'expected e.g. {"features": [[...], ...]}'
+        f"request body nests JSON arrays/objects deeper than {max_depth} levels; expected "
+        "an object of rows of values or of tensors (see /docs for this route's body)"
     )
     try:
         value = json.loads(body)
