@@ -132,3 +132,20 @@ def copy_version(mlflow_uri, name, version) -> str:
     mv = client.get_model_version(name, version)
     registry.use_tracking_uri(mlflow_uri)
     return str(mlflow.register_model(mv.source, name, tags=mv.tags).version)
+
+
+@pytest.fixture(scope="session")
+def data(training_config):
+    """The training dataset (features, labels) as `python -m training` loads it."""
+    from training.data import load_dataset
+
+    return load_dataset(training_config.dataset)
+
+
+@pytest.fixture
+def client():
+    """An HTTP client for the app under test (foreign-model tests override its timeout)."""
+    import httpx
+
+    with httpx.Client(timeout=30) as c:
+        yield c

@@ -17,18 +17,12 @@ from ray import serve
 
 from tests.conftest import ADMIN_TOKEN, FEEDBACK_TOKEN
 from tests.helpers import wait_until
-from training.data import load_dataset
 
 pytestmark = pytest.mark.ray
 APP = "raymlops-hostile"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FEEDBACK = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 BODY_TIMEOUT_S = 2.0
-
-
-@pytest.fixture(scope="module")
-def data(training_config):
-    return load_dataset(training_config.dataset)
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +47,6 @@ def url(ray_cluster, mlflow_uri, trained):
     wait_until(lambda: httpx.get(f"{base}/health").status_code == 200, 60, what="app ready")
     yield base
     serve.delete(APP)
-
-
-@pytest.fixture
-def client():
-    with httpx.Client(timeout=30) as c:
-        yield c
 
 
 def raw_post(url: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict]:

@@ -22,7 +22,6 @@ from tests.conftest import ADMIN_TOKEN, FEEDBACK_TOKEN
 from tests.helpers import free_port, wait_until
 from tests.unit.test_grafana import dashboard_metrics
 from training import registry
-from training.data import load_dataset
 
 pytestmark = pytest.mark.ray
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -30,11 +29,6 @@ FEEDBACK = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 PROM_DIR = Path(__file__).resolve().parents[2] / "monitoring" / "prometheus"
 PROMETHEUS = shutil.which("prometheus")
 _SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(\{.*\})?\s")
-
-
-@pytest.fixture(scope="module")
-def data(training_config):
-    return load_dataset(training_config.dataset)
 
 
 @pytest.fixture

@@ -9,16 +9,10 @@ import ray
 
 from tests.conftest import FEEDBACK_TOKEN
 from tests.helpers import wait_until
-from training.data import load_dataset
 
 pytestmark = pytest.mark.ray
 APP = "raymlops-monitor"
 FEEDBACK = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def data(training_config):
-    return load_dataset(training_config.dataset)
 
 
 def monitor_status(url: str) -> dict:

@@ -5,7 +5,6 @@ compared with /predict's on the same rows."""
 
 import io
 
-import httpx
 import mlflow
 import numpy as np
 import pandas as pd
@@ -13,22 +12,10 @@ import pytest
 
 from configs import RolloutConfig
 from tests.conftest import ADMIN_TOKEN, copy_version
-from training.data import load_dataset
 
 pytestmark = pytest.mark.ray
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 APP = "raymlops-protocols"
-
-
-@pytest.fixture(scope="module")
-def data(training_config):
-    return load_dataset(training_config.dataset)
-
-
-@pytest.fixture
-def client():
-    with httpx.Client(timeout=30) as c:
-        yield c
 
 
 @pytest.fixture

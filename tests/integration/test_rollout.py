@@ -17,7 +17,6 @@ from tests import faults
 from tests.conftest import ADMIN_TOKEN, FEEDBACK_TOKEN, copy_version
 from tests.helpers import wait_until
 from training import registry
-from training.data import load_dataset
 
 pytestmark = pytest.mark.ray
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -33,11 +32,6 @@ FAST = dict(
     error_rate_margin=0.02,
     latency_p99_floor_ms=2000,
 )
-
-
-@pytest.fixture(scope="module")
-def data(training_config):
-    return load_dataset(training_config.dataset)
 
 
 class Traffic:

@@ -12,20 +12,8 @@ from tests import faults
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import wait_until
 from training import registry
-from training.data import load_dataset
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module")
-def data(training_config):
-    return load_dataset(training_config.dataset)
-
-
-@pytest.fixture
-def client():
-    with httpx.Client(timeout=30) as c:
-        yield c
 
 
 def test_predict_and_invocations_return_the_models_own_predictions(
