@@ -19,6 +19,7 @@ from ray import serve
 
 from deployments.analysis import StatsSnapshot, analyze
 from deployments.rollout import RolloutCore, RolloutError, StaleRecord, check_reason
+from deployments.routing import StateUnknown
 from monitoring.metrics import SPECS, Metrics
 from training import registry
 
@@ -30,11 +31,6 @@ REGISTRY_GAUGE = "mlops_registry_reachable"
 # seconds, so its own process fails fast unless the deployment sets these explicitly.
 MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 MAX_BACKOFF_S = 30.0
-
-
-class StateUnknown(RuntimeError):
-    """The controller has not read the registry since it started and has no provisional state:
-    a router keeps the state it last applied rather than an empty one."""
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})

@@ -23,8 +23,7 @@ import pandas as pd
 from ray import serve
 
 from deployments.routing import ModelError
-from training import registry, safe_load
-from training.safe_load import PYFUNC, ModelLoadFailed, ModelRefused
+from training.errors import PYFUNC, ModelLoadFailed, ModelRefused
 
 log = logging.getLogger("ray.serve")
 
@@ -192,6 +191,8 @@ def load_version(tracking_uri: str, model_name: str, version: str) -> LoadedMode
     """Describe ``version`` (its signature), then load it as the deployment allows
     (`training.safe_load.load_served`). Raises `ModelRefused` (or its `ModelLoadFailed`) for
     a version this deployment does not serve; registry errors propagate (retried)."""
+    from training import registry, safe_load
+
     registry.use_tracking_uri(tracking_uri)
     info = registry.version_info(registry.get_client(tracking_uri), model_name, version)
     if info.has_signature and not info.feature_names:

@@ -35,6 +35,11 @@ class ModelError(RuntimeError):
         return (ModelError, (self.version, self.cause))
 
 
+class StateUnknown(RuntimeError):
+    """The controller has not read the registry since it started and has no provisional state:
+    a router keeps the state it last applied rather than an empty one."""
+
+
 class NoLiveModel(RuntimeError):
     """No slot has traffic weight (nothing registered yet, or everything idle)."""
 

@@ -47,9 +47,9 @@ import yaml
 
 from configs.settings import ModelLoadingConfig, load_model_loading_config
 from training import search
+from training.errors import PYFUNC, ModelLoadFailed, ModelRefused
 
 FLAVOR = "sklearn"
-PYFUNC = "python_function"
 # Flavors whose own loader returns the model object (a scikit-learn-API estimator keeps
 # predict_proba), in the order they are preferred; python_function is the fallback.
 NATIVE_FLAVORS = {
@@ -61,14 +61,6 @@ SIGNATURE_HINT = (
     "log it with signature=mlflow.models.infer_signature(X, model.predict(X)) so the model "
     "servers know its input columns and their types"
 )
-
-
-class ModelRefused(ValueError):
-    """The artifact holds a format, type, estimator or flavor this deployment does not load."""
-
-
-class ModelLoadFailed(ModelRefused):
-    """The artifact's own loader raised: the version cannot be served as it is."""
 
 
 @dataclass(eq=False)
