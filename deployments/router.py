@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from ray import serve
@@ -34,12 +34,17 @@ from ray.serve.exceptions import (
 
 from deployments import oip, schemas
 from deployments.coalesce import Coalescer
-from deployments.controller import StateUnknown
 from deployments.records import RecordBuffer
-from deployments.routing import ModelError, NoLiveModel, TrafficSplit, UnknownVersion
+from deployments.routing import (
+    ModelError,
+    NoLiveModel,
+    StateUnknown,
+    TrafficSplit,
+    UnknownVersion,
+)
 from deployments.schemas import InputError
 from monitoring.metrics import Metrics
-from training.safe_load import ModelRefused
+from training.errors import ModelRefused
 
 log = logging.getLogger("ray.serve")
 
@@ -790,7 +795,9 @@ class Router:
                 # Its replicas refused it at load: 503 with why, before validating against a
                 # signature it may not have.
                 raise ModelRefused(f"v{version} was refused at load")
-            X = build(rows, self._state["versions"][version])
+            info = self._state["versions"][version]
+            X = build(rows, info)
+            schemas.check_column_types(X, info)
             out = await self._coalescers[slot].submit(version, X)
         except InputError as exc:
             self._error_kind(version, "bad_input")
@@ -1145,6 +1152,12 @@ class Router:
         """Swagger UI over /openapi.json."""
         root = request.scope.get("root_path", "")
         return get_swagger_ui_html(openapi_url=f"{root}/openapi.json", title=f"{api.title} docs")
+
+    @api.get("/redoc", include_in_schema=False)
+    async def redoc(self, request: Request):
+        """ReDoc over /openapi.json."""
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=f"{root}/openapi.json", title=f"{api.title} docs")
 
     @api.get("/health")
     async def health(self, request: Request):

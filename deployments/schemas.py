@@ -261,6 +261,38 @@ def to_matrix(
     return arr
 
 
+# MLflow column types that take only some numbers: the whole ones within the type's range,
+# or 0 and 1 for a boolean (JSON true/false are refused by to_matrix: numpy would make them 1/0).
+_WHOLE_RANGES = {"integer": (-(2**31), 2**31), "long": (-(2**63), 2**63)}  # [lo, hi)
+
+
+def check_column_types(X: np.ndarray, info: dict[str, Any]) -> None:
+    """Raise `InputError` 422 naming the first cell of ``X`` (columns in
+    ``info["feature_names"]`` order) that its column's type in the version's signature
+    (``info["input_schema"]``) does not take: a fraction or an out-of-range number in an
+    integer/long column, anything but 0 or 1 in a boolean one. Without this check the model
+    itself fails on the cast, and the client gets a 500 instead of what to fix."""
+    names = info.get("feature_names") or []
+    for spec in info.get("input_schema") or ():
+        kind = spec.get("type")
+        if kind not in _WHOLE_RANGES and kind != "boolean" or spec.get("name") not in names:
+            continue
+        j = names.index(spec["name"])
+        col = X[:, j]
+        if kind == "boolean":
+            bad = (col != 0) & (col != 1)
+            expected = "0 or 1 (the signature's type is boolean)"
+        else:
+            lo, hi = _WHOLE_RANGES[kind]
+            bad = (col != np.floor(col)) | (col < lo) | (col >= hi)
+            expected = f"a whole number from {lo} to {hi - 1} (the signature's type is {kind})"
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InputError(
+                422, f"row {i}, column {spec['name']!r}: {float(col[i])!r} is not {expected}"
+            )
+
+
 def predict_rows(payload: Any) -> Any:
     """The rows of a ``/predict`` body: ``{"features": ...}``."""
     body = _expect_object(payload)

@@ -289,3 +289,39 @@ def test_bad_parquet_is_400(body):
     with pytest.raises(InputError) as err:
         schemas.parse_parquet(body)
     assert err.value.status == 400 and "parquet" in err.value.detail
+
+
+SIGNED = {
+    "feature_names": ["x", "n", "flag", "big"],
+    "input_schema": [
+        {"name": "x", "type": "double"},
+        {"name": "n", "type": "long"},
+        {"name": "flag", "type": "boolean"},
+        {"name": "big", "type": "integer"},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "fragment"),
+    [
+        ([0.5, 1.5, 1, 3], "'n'", "1.5 is not a whole number"),
+        ([0.5, 2, 0.5, 3], "'flag'", "0.5 is not 0 or 1"),
+        ([0.5, 2, 2, 3], "'flag'", "2.0 is not 0 or 1"),
+        ([0.5, 2, 1, 2**31], "'big'", "from -2147483648 to 2147483647"),
+        ([0.5, 2.0**63, 1, 3], "'n'", "9.223372036854776e+18 is not a whole number"),
+    ],
+)
+def test_values_the_signature_type_does_not_take_are_422_naming_the_cell(row, column, fragment):
+    X = np.array([[0.1, 1, 0, 1], row], dtype=np.float64)
+    with pytest.raises(InputError) as err:
+        schemas.check_column_types(X, SIGNED)
+    assert err.value.status == 422
+    assert err.value.detail.startswith(f"row 1, column {column}: ") and fragment in err.value.detail
+
+
+def test_whole_numbers_booleans_and_fractions_in_double_columns_pass():
+    X = np.array([[0.25, -3, 0, -(2**31)], [1e300, 2**53, 1, 2**31 - 1]], dtype=np.float64)
+    schemas.check_column_types(X, SIGNED)  # raises on any cell its column does not take
+    # A version without a signature (our own models name columns in a tag) checks nothing.
+    schemas.check_column_types(X, {"feature_names": ["x", "n", "flag", "big"]})
