@@ -6,7 +6,7 @@ A Ray head of its own (``kuberay.local_cluster``: free ports, a short temp dir, 
 own) with Serve's fast path as `make run` sets it (``RAY_SERVE_THROUGHPUT_OPTIMIZED=1
 RAY_SERVE_ENABLE_HA_PROXY=1``, HAProxy in front), the registry an ``mlflow server`` subprocess
 (SQLite backend, artifacts in a local directory the replicas read directly) so that it can be
-made unreachable, a model trained into it with Ray Tune, and `serve deploy` of the project's
+made unreachable, a first model fitted and registered into it, and `serve deploy` of the project's
 serve_config.yaml (only the HTTP port changed). Then a steady stream of POST /predict (rows of
 the training dataset, so the drift monitor sees no drift) and a /health poller run while, one
 at a time:
@@ -597,6 +597,47 @@ def run_phases(app: App, traffic: Traffic, outage: Outage, bound_s: float):
     return phases
 
 
+def register_first_model(tracking_uri: str) -> str:
+    """Fit one logistic regression and register it as champion, as `python -m training` does
+    after its search (same pipeline, signature, reference sample and tags): the subject here
+    is failure handling, not the search, which costs tens of seconds on this machine."""
+    from configs import load_training_config
+    from training import registry
+    from training.data import load_dataset
+    from training.train import evaluate, fit_and_log, holdout_split, register
+
+    cfg = load_training_config().model_copy(update={"model_name": MODEL_NAME})
+    registry.use_tracking_uri(tracking_uri)
+    client = registry.get_client(tracking_uri)
+    exp_id = registry.ensure_experiment(client, cfg.experiment_name, tracking_uri)
+    X, y = load_dataset(cfg.dataset, cfg.target)
+    X_train, X_test, y_train, y_test = holdout_split(cfg, X, y)
+    import mlflow
+
+    config = {"family": "logistic_regression", "lr_C": 1.0, "seed": cfg.seed}
+    with mlflow.start_run(experiment_id=exp_id, run_name="chaos-first-model"):
+        model, info = fit_and_log(
+            config,
+            X_train,
+            y_train,
+            reference_size=cfg.reference_sample_size,
+            seed=cfg.seed,
+            dataset_name=cfg.dataset,
+        )
+        scores = evaluate(model, X_test, y_test)
+        version = register(
+            client,
+            cfg,
+            info,
+            feature_names=list(X.columns),
+            classes=[int(c) for c in model.classes_],
+            metrics=scores,
+            family=config["family"],
+        )
+    registry.set_alias(client, MODEL_NAME, registry.CHAMPION, version)
+    return f"v{version} champion (test accuracy {scores['accuracy']:.3f})"
+
+
 # ---- setup -----------------------------------------------------------------------------------
 def cluster_env(temp_dir: str, tracking_uri: str, retry_env: dict[str, str]) -> dict[str, str]:
     """What every process of the cluster (and this driver) gets: the token, the registry, the
@@ -721,21 +762,8 @@ def main(argv: list[str] | None = None) -> int:
         import ray
 
         ray.init(address=state.gcs_address, log_to_driver=False)
-        from configs import load_training_config
-        from training.train import train
-
-        cfg = load_training_config().model_copy(
-            update={
-                "model_name": MODEL_NAME,
-                "families": ["logistic_regression"],
-                "num_samples": 2,
-                "cv_folds": 3,
-                "max_concurrent_trials": 2,
-                "trial_cpus": 0.5,
-            }
-        )
-        trained = train(cfg, outage.uri)
-        log(f"trained: {trained.decision}")
+        trained = register_first_model(outage.uri)
+        log(f"registered: {trained}")
         result["setup_s"] = {"trained": round(time.monotonic() - t_start, 1)}
 
         http_port = free_port()

@@ -78,9 +78,9 @@ def trained(ray_cluster, mlflow_uri, training_config):
     return train(training_config, mlflow_uri)
 
 
-@pytest.fixture
-def serve_app(ray_cluster, mlflow_uri):
-    """Deploy ``build_app`` under a unique name; deleted after the test."""
+def _app_deployer(ray_cluster, mlflow_uri):
+    """``deploy(name, **overrides)`` runs ``build_app`` under ``name`` at route "/" and waits
+    until it is RUNNING; ``cleanup()`` deletes what it deployed."""
     from ray import serve
 
     from deployments.app import AppArgs, build_app
@@ -89,7 +89,8 @@ def serve_app(ray_cluster, mlflow_uri):
 
     def deploy(name: str = "raymlops-test", **overrides):
         args = AppArgs(
-            tracking_uri=mlflow_uri, poll_timeout_s=2.0, registry_poll_s=1.0, **overrides
+            **{"tracking_uri": mlflow_uri, "poll_timeout_s": 2.0, "registry_poll_s": 1.0}
+            | overrides
         )
         serve.run(build_app(args), name=name, route_prefix="/", blocking=False)
         deployed.append(name)
@@ -100,26 +101,60 @@ def serve_app(ray_cluster, mlflow_uri):
         )
         return ray_cluster["http"]
 
+    def cleanup():
+        for name in dict.fromkeys(deployed):  # a test may redeploy an app under one name
+            if name in serve.status().applications:
+                serve.delete(name)
+
+    return deploy, cleanup
+
+
+@pytest.fixture
+def serve_app(ray_cluster, mlflow_uri):
+    """Deploy ``build_app`` under a unique name; deleted after the test."""
+    deploy, cleanup = _app_deployer(ray_cluster, mlflow_uri)
     yield deploy
-    for name in deployed:
-        serve.delete(name)
+    cleanup()
+
+
+@pytest.fixture(scope="module")
+def module_app(ray_cluster, mlflow_uri):
+    """Like `serve_app`, for one app that the tests of a module share (a deploy costs about
+    20 s here): deleted after the module. Only one app holds route "/" at a time, so a test
+    of that module that deploys an app of its own must run after the shared one's tests."""
+    deploy, cleanup = _app_deployer(ray_cluster, mlflow_uri)
+    yield deploy
+    cleanup()
+
+
+def trust_in_model_servers(monkeypatch, env: dict[str, str]) -> None:
+    """The ModelServer deployments of apps built after this call get ``env`` in their
+    processes' environment (as an operator sets ``MLOPS_MODEL_LOADING__*``); the session's
+    other apps keep the default loading policy."""
+    from deployments import model_server
+
+    base = model_server.ModelServer
+    options = {**(base.ray_actor_options or {}), "runtime_env": {"env_vars": env}}
+    monkeypatch.setattr(model_server, "ModelServer", base.options(ray_actor_options=options))
+
+
+def reset_champion(mlflow_uri, name: str, version: str) -> None:
+    """``version`` champion, no challenger, no rollout record."""
+    from training import registry
+
+    client = registry.get_client(mlflow_uri)
+    registry.set_alias(client, name, registry.CHAMPION, version)
+    registry.delete_alias(client, name, registry.CHALLENGER)
+    client.set_registered_model_tag(name, "mlops.rollout", "")
 
 
 @pytest.fixture
 def champion(trained, mlflow_uri, training_config):
     """Every test using it starts from the trained champion and no challenger; restored
     afterwards."""
-    from training import registry
-
-    client = registry.get_client(mlflow_uri)
-    name = training_config.model_name
-    registry.set_alias(client, name, registry.CHAMPION, trained.version)
-    registry.delete_alias(client, name, registry.CHALLENGER)
-    client.set_registered_model_tag(name, "mlops.rollout", "")
+    reset_champion(mlflow_uri, training_config.model_name, trained.version)
     yield trained.version
-    registry.set_alias(client, name, registry.CHAMPION, trained.version)
-    registry.delete_alias(client, name, registry.CHALLENGER)
-    client.set_registered_model_tag(name, "mlops.rollout", "")
+    reset_champion(mlflow_uri, training_config.model_name, trained.version)
 
 
 def copy_version(mlflow_uri, name, version) -> str:

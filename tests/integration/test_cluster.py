@@ -63,11 +63,17 @@ class Cluster:
         ]
 
 
+# The step never passes on its own (min_requests out of reach): what comes back after a
+# restart is the recorded state, not a later one the analysis moved to.
+ROLLOUT = {"steps": [10, 50, 100], "min_requests": 10**9, "analysis_interval_s": 0.5}
+
+
 def _write_config(path: Path, http_port: int, model_replicas: int | None = None) -> Path:
-    """serve_config.yaml with test ports; optionally more model replicas so some must land on
-    the worker (the project's file keeps min_replicas 1)."""
+    """serve_config.yaml with test ports and `ROLLOUT`; optionally more model replicas so
+    some must land on the worker (the project's file keeps min_replicas 1)."""
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     config["http_options"]["port"] = http_port
+    config["applications"][0]["args"]["rollout"] = ROLLOUT
     if model_replicas:
         for dep in config["applications"][0]["deployments"]:
             if dep["name"] in ("blue", "green"):
@@ -125,9 +131,16 @@ def two_node_cluster(trained, mlflow_uri, tmp_path):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_serve_deploy_on_two_nodes_keeps_answering_when_the_worker_dies(two_node_cluster):
+def test_worker_lost_under_traffic_then_whole_cluster_restart_resumes_the_rollout(
+    two_node_cluster, champion, mlflow_uri, training_config
+):
+    """One cluster for both failures (starting one costs tens of seconds here): the worker
+    node lost under traffic with a rollout paused at its first step, then every Ray process
+    gone; a new cluster with the same Serve config comes back to the rollout MLflow recorded,
+    at the same step, with the same weights."""
     cluster, env, http_port, tmp_path = two_node_cluster
     http = cluster.http
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
     # Deployed while the head is the only node: Router and controller live there, as they would
     # on a node that does not go away.
@@ -135,8 +148,17 @@ def test_serve_deploy_on_two_nodes_keeps_answering_when_the_worker_dies(two_node
     wait_until(lambda: _healthy(http), timeout=120, what="/health 200 on the head")
     r = httpx.post(f"{http}/predict", json=ROW, timeout=30)
     assert r.status_code == 200, r.text
-    assert r.json()["model_version"] == "1"
+    assert r.json()["model_version"] == champion
+    v2 = copy_version(mlflow_uri, training_config.model_name, champion)
+    r = httpx.post(f"{http}/admin/rollout", json={"version": v2}, headers=admin, timeout=120)
+    assert r.status_code == 200, r.text
+    r = httpx.post(f"{http}/admin/rollout/pause", headers=admin, timeout=30)
+    assert r.status_code == 200, r.text
+    before = httpx.get(f"{http}/admin/rollout", headers=admin, timeout=30).json()
+    assert before["rollout"]["version"] == v2 and before["rollout"]["paused"] is True
+    assert sorted(before["weights"].values()) == pytest.approx([0.1, 0.9])
 
+    # ---- the worker node lost under traffic ----
     local_cluster.start_worker(cluster.state, num_cpus=2, env=env, object_store_bytes=10**8)
     head_id = next(n["node_id"] for n in cluster.nodes() if n["is_head_node"])
     worker_id = wait_until(
@@ -151,7 +173,8 @@ def test_serve_deploy_on_two_nodes_keeps_answering_when_the_worker_dies(two_node
         timeout=60,
         what="worker node ALIVE",
     )
-    _deploy(cluster, _write_config(tmp_path / "serve6.yaml", http_port, model_replicas=3), env)
+    config = _write_config(tmp_path / "serve6.yaml", http_port, model_replicas=3)
+    _deploy(cluster, config, env)
     running = wait_until(
         lambda: _model_replicas_running(cluster, 6), timeout=120, what="6 model replicas RUNNING"
     )
@@ -204,42 +227,11 @@ def test_serve_deploy_on_two_nodes_keeps_answering_when_the_worker_dies(two_node
         f"{len(failed)} of {len(results)} requests failed while the worker was lost "
         f"(replicas back on the head after {recovered_s:.1f}s): {failed[:5]}"
     )
+    # Losing the worker moved nothing in the rollout.
+    during = httpx.get(f"{http}/admin/rollout", headers=admin, timeout=30).json()
+    assert during["weights"] == before["weights"] and during["rollout"]["paused"] is True
 
-
-def _write_rollout_config(path: Path, http_port: int, rollout: dict) -> Path:
-    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    config["http_options"]["port"] = http_port
-    config["applications"][0]["args"]["rollout"] = rollout
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def test_whole_cluster_restart_resumes_the_rollout_from_mlflow(
-    two_node_cluster, champion, mlflow_uri, training_config
-):
-    """Every Ray process gone (a full restart): a new cluster with the same Serve config comes
-    back to the rollout MLflow recorded, at the same step, with the same weights."""
-    cluster, env, http_port, tmp_path = two_node_cluster
-    http = cluster.http
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    # The step never passes on its own (min_requests out of reach): what comes back after the
-    # restart is the recorded state, not a later one the analysis moved to.
-    config = _write_rollout_config(
-        tmp_path / "serve.yaml",
-        http_port,
-        {"steps": [10, 50, 100], "min_requests": 10**9, "analysis_interval_s": 0.5},
-    )
-    _deploy(cluster, config, env)
-    wait_until(lambda: _healthy(http), timeout=120, what="/health 200")
-    v2 = copy_version(mlflow_uri, training_config.model_name, champion)
-    r = httpx.post(f"{http}/admin/rollout", json={"version": v2}, headers=admin, timeout=120)
-    assert r.status_code == 200, r.text
-    r = httpx.post(f"{http}/admin/rollout/pause", headers=admin, timeout=30)
-    assert r.status_code == 200, r.text
-    before = httpx.get(f"{http}/admin/rollout", headers=admin, timeout=30).json()
-    assert before["rollout"]["version"] == v2 and before["rollout"]["paused"] is True
-    assert sorted(before["weights"].values()) == pytest.approx([0.1, 0.9])
-
+    # ---- every Ray process gone: a whole-cluster restart ----
     local_cluster.stop(cluster.state.temp_dir, grace_s=2)
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{http}/health", timeout=2)

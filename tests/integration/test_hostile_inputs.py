@@ -26,27 +26,12 @@ BODY_TIMEOUT_S = 2.0
 
 
 @pytest.fixture(scope="module")
-def url(ray_cluster, mlflow_uri, trained):
-    """One app for the whole module (deploying costs tens of seconds here), with a short body
-    timeout so the slow-client test is quick."""
-    from deployments.app import AppArgs, build_app
-
-    args = AppArgs(
-        tracking_uri=mlflow_uri,
-        poll_timeout_s=2.0,
-        registry_poll_s=1.0,
-        limits={"body_timeout_s": BODY_TIMEOUT_S},
-    )
-    serve.run(build_app(args), name=APP, route_prefix="/", blocking=False)
-    wait_until(
-        lambda: serve.status().applications[APP].status == "RUNNING",
-        timeout=180,
-        what=f"app {APP} RUNNING",
-    )
-    base = ray_cluster["http"]
+def url(module_app, trained):
+    """One app for the whole module, with a short body timeout so the slow-client test is
+    quick."""
+    base = module_app(name=APP, limits={"body_timeout_s": BODY_TIMEOUT_S})
     wait_until(lambda: httpx.get(f"{base}/health").status_code == 200, 60, what="app ready")
-    yield base
-    serve.delete(APP)
+    return base
 
 
 def raw_post(url: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict]:

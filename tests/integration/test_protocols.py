@@ -11,16 +11,18 @@ import pandas as pd
 import pytest
 
 from configs import RolloutConfig
-from tests.conftest import ADMIN_TOKEN, copy_version
+from tests.conftest import ADMIN_TOKEN, copy_version, reset_champion
 
 pytestmark = pytest.mark.ray
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 APP = "raymlops-protocols"
 
 
-@pytest.fixture
-def url(serve_app, champion):
-    return serve_app(name=APP)
+@pytest.fixture(scope="module")
+def url(module_app, trained, mlflow_uri, training_config):
+    """One app for the tests that only read from it (the last test deploys its own)."""
+    reset_champion(mlflow_uri, training_config.model_name, trained.version)
+    return module_app(name=APP)
 
 
 def predict(client, url, rows: pd.DataFrame) -> dict:
@@ -214,7 +216,9 @@ def test_openapi_examples_fit_the_served_model_and_work(url, training_config, da
         assert {"401", "403", "413", "422", "503"} <= set(op["responses"])
     assert {"400", "404", "413", "422", "503"} <= set(paths["/predict"]["post"]["responses"])
     assert "415" in paths["/invocations"]["post"]["responses"]
-    assert client.get(f"{url}/docs").status_code == 200
+    for page in ("/docs", "/redoc"):
+        r = client.get(f"{url}{page}")
+        assert r.status_code == 200 and "/openapi.json" in r.text, (page, r.text[:200])
 
 
 def test_unversioned_infer_follows_the_split_and_a_versioned_one_pins(

@@ -9,17 +9,25 @@ import pytest
 from ray import serve
 
 from tests import faults
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, reset_champion
 from tests.helpers import wait_until
 from training import registry
 
 pytestmark = pytest.mark.ray
+APP = "raymlops-test"  # serve_app's default name: a test's own app replaces the shared one
+
+
+@pytest.fixture(scope="module")
+def url(module_app, trained, mlflow_uri, training_config):
+    """One app with the trained champion for the tests that only read from it; they come
+    first in this module, before the tests that deploy an app of their own."""
+    reset_champion(mlflow_uri, training_config.model_name, trained.version)
+    return module_app(name=APP)
 
 
 def test_predict_and_invocations_return_the_models_own_predictions(
-    serve_app, trained, mlflow_uri, training_config, data, client
+    url, trained, mlflow_uri, training_config, data, client
 ):
-    url = serve_app()
     X, _ = data
     model = registry.load_model(mlflow_uri, training_config.model_name, trained.version)
     rows = X.iloc[:25]
@@ -62,8 +70,7 @@ def test_predict_and_invocations_return_the_models_own_predictions(
     assert "/predict" in client.get(f"{url}/openapi.json").json()["paths"]
 
 
-def test_bad_input_gets_4xx_and_the_replica_keeps_serving(serve_app, trained, data, client):
-    url = serve_app()
+def test_bad_input_gets_4xx_and_the_replica_keeps_serving(url, trained, data, client):
     X, _ = data
     n = X.shape[1]
     good = X.iloc[0].tolist()
@@ -97,6 +104,13 @@ def test_bad_input_gets_4xx_and_the_replica_keeps_serving(serve_app, trained, da
     assert client.post(f"{url}/predict", json={"features": [good]}).status_code == 200
 
 
+def test_reload_requires_the_admin_token(url, trained, client):
+    assert client.post(f"{url}/reload").status_code == 401
+    assert client.post(f"{url}/reload", headers={"Authorization": "Bearer nope"}).status_code == 403
+    r = client.post(f"{url}/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert r.status_code == 200 and r.json()["changed"] is False
+
+
 def test_without_a_registered_model_predict_is_503_and_not_ready(serve_app, client):
     url = serve_app(model_name="no_such_model")
     r = client.post(f"{url}/predict", json={"features": [[1.0]]})
@@ -105,14 +119,6 @@ def test_without_a_registered_model_predict_is_503_and_not_ready(serve_app, clie
     assert r.headers["retry-after"] == "1"
     health = client.get(f"{url}/health")
     assert health.status_code == 503 and health.json()["ready"] is False
-
-
-def test_reload_requires_the_admin_token(serve_app, trained, client):
-    url = serve_app()
-    assert client.post(f"{url}/reload").status_code == 401
-    assert client.post(f"{url}/reload", headers={"Authorization": "Bearer nope"}).status_code == 403
-    r = client.post(f"{url}/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    assert r.status_code == 200 and r.json()["changed"] is False
 
 
 def test_reload_moves_to_new_champion_without_failing_a_request(

@@ -13,7 +13,7 @@ from training import registry
 NAME = "m"  # the registered model the rollout tests work on
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def template(tmp_path_factory):
     """One migrated registry with three versions of ``NAME``, v1 champion; each test gets a
     copy (`client`), since migrating a new SQLite registry takes seconds."""
