@@ -10,17 +10,22 @@ at another folder of YAML files.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = Path(__file__).resolve().parent
 
 ModelFamily = Literal["logistic_regression", "random_forest", "gradient_boosting"]
 RegressionFamily = Literal["ridge", "random_forest_regressor", "gradient_boosting_regressor"]
+
+
+# A retraining entry point: dotted module path, a colon, a function name.
+ENTRY_POINT_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 
 class StrictModel(BaseModel):
@@ -160,6 +165,32 @@ class RetrainingConfig(StrictModel):
         description="regression: the winner's RMSE on the base hold-out may be at most "
         "(1 + base_rmse_tolerance) x the champion's (and its R^2 must reach training.min_r2)",
     )
+    entry_point: str | None = Field(
+        None,
+        description="retraining recipe for a champion our training did not register: "
+        "'module:function', called as fn(train_frame, trial_config) -> fitted model "
+        "(train_frame: feature columns + 'target'); None: such a champion is not retrained",
+    )
+    entry_point_space: dict[str, list[Any]] = Field(
+        {},
+        description="the entry point's Tune space: param -> values (tune.choice each); "
+        "num_samples trials come from the training config",
+    )
+
+    @field_validator("entry_point")
+    @classmethod
+    def _entry_point_shape(cls, value: str | None) -> str | None:
+        if value is not None and not ENTRY_POINT_RE.fullmatch(value):
+            raise ValueError(f"entry_point must look like 'package.module:function', got {value!r}")
+        return value
+
+    @field_validator("entry_point_space")
+    @classmethod
+    def _space_values(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        empty = [k for k, values in value.items() if not values]
+        if empty:
+            raise ValueError(f"entry_point_space params need at least one value: {empty}")
+        return value
 
 
 DriftDetector = Literal["ks", "psi", "chi2", "accuracy", "prediction_ks", "error"]
@@ -241,6 +272,18 @@ class DriftConfig(StrictModel):
         "is the only source (None: no limit beyond max_source_share)",
     )
     evaluate_interval_s: float = Field(30.0, gt=0)
+    min_reference_rows: int = Field(
+        100,
+        ge=10,
+        description="a model's logged input example becomes its drift reference only with at "
+        "least this many rows (KS and PSI need a sample, not a handful of rows)",
+    )
+    live_reference_rows: int = Field(
+        500,
+        ge=10,
+        description="with no logged reference, the first this many rows the champion serves "
+        "become the reference (the analysis period is the rows after them)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> DriftConfig:

@@ -132,6 +132,23 @@ class _Version:
     # first live predictions; then ``live_reference_end`` is the rows total where they end.
     reference_values: np.ndarray | None = None
     live_reference_end: int | None = None
+    # Where the feature reference came from (see monitoring.reference); for "live", the rows
+    # being collected (at most ``live_target``), then ``feature_reference_end``: the rows
+    # total where the reference period ended and the analysis period starts.
+    reference_source: str = "artifact"
+    live_target: int | None = None
+    live_rows: list[np.ndarray] = field(default_factory=list)
+    live_predictions: list[Any] = field(default_factory=list)
+    feature_reference_end: int | None = None
+
+    @property
+    def collecting(self) -> bool:
+        """Whether this version's live reference is still being collected."""
+        return self.live_target is not None and self.reference is None
+
+    @property
+    def live_collected(self) -> int:
+        return sum(len(x) for x in self.live_rows)
 
     @property
     def regression(self) -> bool:
@@ -213,7 +230,7 @@ class DriftMonitorCore:
     def set_reference(
         self,
         version: str,
-        reference_features: np.ndarray,
+        reference_features: np.ndarray | None,
         reference_labels: Sequence[Hashable] | None = None,
         baseline_accuracy: float | None = None,
         feature_names: Sequence[str] | None = None,
@@ -223,8 +240,14 @@ class DriftMonitorCore:
         champion: bool = True,
         task: str = "classification",
         baseline_rmse: float | None = None,
+        reference_source: str = "artifact",
     ) -> None:
         """Register what ``version`` was trained on and, by default, make it the champion.
+
+        ``reference_features`` None makes a *live* reference (``reference_source`` "live"):
+        the next ``live_reference_rows`` rows the version serves become it, and its feature
+        and predicted-class detectors report "collecting reference (k of N rows)" until then
+        and afterwards compare only the rows after them (`monitoring.reference`).
 
         ``reference_features`` is the reference sample logged at training (rows x features,
         the CSV under ``REFERENCE_ARTIFACT`` without its label column); ``reference_labels``
@@ -241,10 +264,10 @@ class DriftMonitorCore:
         NaN: no error detector) is the error detector's baseline.
         """
         version = str(version)
-        ref = np.asarray(reference_features, dtype=float)
-        if ref.ndim != 2 or len(ref) == 0:
+        ref = None if reference_features is None else np.asarray(reference_features, dtype=float)
+        if ref is not None and (ref.ndim != 2 or len(ref) == 0):
             raise ValueError("reference_features must be a non-empty 2-D array")
-        if feature_names is not None and len(feature_names) != ref.shape[1]:
+        if ref is not None and feature_names is not None and len(feature_names) != ref.shape[1]:
             raise ValueError(
                 f"{len(feature_names)} feature names for {ref.shape[1]} reference columns"
             )
@@ -252,6 +275,9 @@ class DriftMonitorCore:
         v.reference = ref
         v.feature_names = list(feature_names) if feature_names is not None else None
         v.task = task
+        v.reference_source = "live" if ref is None else reference_source
+        v.live_target = self.cfg.live_reference_rows if ref is None else None
+        v.live_rows, v.live_predictions, v.feature_reference_end = [], [], None
         if v.regression:
             self._set_regression_reference(v, reference_predictions, baseline_rmse)
             if champion:
@@ -341,6 +367,8 @@ class DriftMonitorCore:
         ):
             return "invalid", 0
         v.rows.append(X, preds)
+        if v.collecting:
+            self._collect_live(v, X, preds)
         rid = rec.get("request_id")
         if isinstance(rid, str) and rid:
             entry = Pending(str(rec["model_version"]), X, preds, ts, pinned=is_pinned(rec))
@@ -350,6 +378,24 @@ class DriftMonitorCore:
                 self._feedback["pending"] -= 1
                 self._feedback[self._join(entry, early.label, now, early.source)] += 1
         return "accepted", len(X)
+
+    @staticmethod
+    def _collect_live(v: _Version, X: np.ndarray, preds: list[Any]) -> None:
+        """Add served rows to ``v``'s live reference; at ``live_target`` rows it becomes the
+        reference (a classifier's predicted classes on them the chi-square reference)."""
+        take = v.live_target - v.live_collected
+        v.live_rows.append(X[:take].copy())
+        v.live_predictions.extend(preds[:take])
+        if v.live_collected < v.live_target:
+            return
+        v.reference = np.vstack(v.live_rows)
+        v.feature_reference_end = v.rows.total - (len(X) - min(take, len(X)))
+        if not v.regression:
+            hashable = [p for p in v.live_predictions if isinstance(p, Hashable)]
+            v.reference_classes = hashable or None
+            if not v.classes and hashable:
+                v.classes = sorted(set(hashable), key=str)
+        v.live_rows, v.live_predictions = [], []
 
     def _pop_early(self, rid: str) -> _Early | None:
         early = self._early.pop(rid, None)
@@ -479,18 +525,19 @@ class DriftMonitorCore:
         v = self._versions[self._champion]
         labelled = v.labels.items()
         ref_values, ref_source, cur_values = self._prediction_values(v)
+        current, current_predictions = self._analysis_rows(v)
         rep = drift_report(
             version=self._champion,
             ts=now,
             reference=v.reference,
-            current=v.rows.features(),
+            current=current,
             feature_names=v.feature_names,
             min_samples=cfg.min_samples,
             ks_alpha=cfg.ks_alpha,
             psi_threshold=cfg.psi_threshold,
             psi_bins=cfg.psi_bins,
             reference_classes=v.reference_classes,
-            current_predictions=v.rows.predictions(),
+            current_predictions=current_predictions,
             classes=v.classes,
             chi2_alpha=cfg.chi2_alpha,
             chi2_min_effect=cfg.chi2_min_effect,
@@ -511,6 +558,10 @@ class DriftMonitorCore:
             error_tolerance=cfg.error_tolerance,
             error_alpha=cfg.error_alpha,
         )
+        if v.collecting:
+            waiting = f"collecting reference ({v.live_collected} of {v.live_target} rows)"
+            for d in ("ks", "psi") if v.regression else ("ks", "psi", "chi2"):
+                rep.skipped[d] = waiting
         if v.rows.total - self._counted_rows >= cfg.min_new_samples:
             self._counted_rows = v.rows.total
             for d in FEATURE_DETECTORS:
@@ -521,6 +572,17 @@ class DriftMonitorCore:
                 self._step(d, rep)
         self._last_report = rep
         return rep
+
+    @staticmethod
+    def _analysis_rows(v: _Version) -> tuple[np.ndarray, list[Any]]:
+        """The window's rows and predictions the detectors compare with the reference: after
+        a live reference, only the rows served after it (the reference rows themselves would
+        dilute a shift)."""
+        X, preds = v.rows.features(), v.rows.predictions()
+        if v.feature_reference_end is None:
+            return X, preds
+        new = min(len(preds), max(v.rows.total - v.feature_reference_end, 0))
+        return X[len(X) - new :], preds[len(preds) - new :]
 
     def _prediction_values(self, v: _Version) -> tuple[np.ndarray | None, str, np.ndarray]:
         """(reference predicted values, where they came from, current values) of a
@@ -788,6 +850,7 @@ class DriftMonitorCore:
                 **(regression if v.regression else {}),
             }
         champ = versions.get(self._champion) if self._champion else None
+        cv = self._versions.get(self._champion) if self._champion else None
         features = {}
         if rep is not None:
             for f in rep.features:
@@ -799,6 +862,12 @@ class DriftMonitorCore:
                 }
         return {
             "champion": self._champion,
+            "reference_source": cv.reference_source if cv else None,
+            "reference_collecting": (
+                f"collecting reference ({cv.live_collected} of {cv.live_target} rows)"
+                if cv is not None and cv.collecting
+                else None
+            ),
             "features": features,
             "accuracy": champ["window_accuracy"] if champ else None,
             "rmse": champ.get("window_rmse") if champ else None,

@@ -14,13 +14,11 @@ samples and baselines come back from MLflow).
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import ray
 from ray import serve
 
@@ -28,8 +26,11 @@ from configs import DriftConfig, TrainingConfig
 from deployments.analysis import VersionStats
 from monitoring.core import DriftMonitorCore, is_pinned
 from monitoring.metrics import Metrics
+from monitoring.reference import load_reference, resolve_reference, version_task
 from training import registry
-from training.data import PREDICTION_COLUMN
+from training.recipe import NOT_CONFIGURED, recipe_for
+
+__all__ = ["DriftMonitor", "load_reference", "reference_for", "version_task"]
 
 log = logging.getLogger("ray.serve")
 
@@ -70,57 +71,19 @@ def retraining_task(
         base_min_score=retraining.get("base_min_score"),
         rmse_margin=retraining.get("rmse_margin", 0.05),
         base_rmse_tolerance=retraining.get("base_rmse_tolerance", 0.1),
+        entry_point=retraining.get("entry_point"),
+        entry_point_space=retraining.get("entry_point_space") or {},
     )
     return result.to_dict()
 
 
-def load_reference(
-    client, model_name: str, version: str
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
-    """The reference sample logged with ``version`` at training: features, labels and, for
-    a regressor, the model's predictions on those rows (None when not logged)."""
-    info = registry.version_info(client, model_name, version)
-    path = client.download_artifacts(info.run_id, registry.REFERENCE_ARTIFACT)
-    with open(path) as fh:
-        frame = pd.read_csv(io.StringIO(fh.read()))
-    labels = frame.pop(registry.LABEL_COLUMN).to_numpy()
-    preds = frame.pop(PREDICTION_COLUMN).to_numpy() if PREDICTION_COLUMN in frame else None
-    return frame, labels, preds
-
-
-def reference_for(client, model_name: str, version: str) -> dict[str, Any]:
-    """`DriftMonitorCore.set_reference` keyword arguments for ``version``: its reference
-    sample, task, classes and the baseline recorded at registration (tag ``test_accuracy``
-    for a classifier, ``test_rmse`` for a regressor; NaN when absent: that detector is off).
-    """
-    frame, labels, preds = load_reference(client, model_name, version)
-    info = registry.version_info(client, model_name, version)
-    task = version_task(info)
-    regression = task == "regression"
-    return {
-        "reference_features": frame.to_numpy(),
-        "reference_labels": labels,
-        "feature_names": list(frame.columns),
-        "task": task,
-        "classes": None if regression else info.classes,
-        "reference_predictions": preds if regression else None,
-        "baseline_accuracy": None if regression else _tag_float(info, "test_accuracy"),
-        "baseline_rmse": _tag_float(info, "test_rmse") if regression else None,
-    }
-
-
-def _tag_float(info: Any, tag: str) -> float:
-    return float(info.tags.get(tag, "nan"))
-
-
-def version_task(info: Any) -> str:
-    """The task of a version (`VersionInfo.task`, else its tags; classification for old
-    versions that have neither)."""
-    task = getattr(info, "task", None)
-    if task:
-        return str(task)
-    tags = getattr(info, "tags", None) or {}
-    return tags.get("mlops.task") or tags.get("task") or "classification"
+def reference_for(
+    client, model_name: str, version: str, min_reference_rows: int = 100
+) -> dict[str, Any]:
+    """`DriftMonitorCore.set_reference` keyword arguments for ``version``: see
+    `monitoring.reference.resolve_reference` (our reference artifact, the logged dataset, the
+    input example, else a live reference)."""
+    return resolve_reference(client, model_name, version, min_reference_rows)
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
@@ -137,6 +100,8 @@ class DriftMonitor:
         self._stats: dict[str, VersionStats] = {}
         self._metrics = Metrics.create(MONITOR_METRICS)
         self._reference_for: str | None = None
+        self._reference_source: str | None = None
+        self._recipe: str | None = None
         self._retrain_task: asyncio.Task | None = None
         self._last_retraining: dict[str, Any] | None = None
         self._timeline: list[dict[str, Any]] = []
@@ -223,17 +188,24 @@ class DriftMonitor:
         if self._reference_for == champion:
             return
         name = self._args["model_name"]
-        ref = await asyncio.to_thread(reference_for, self._client, name, champion)
+        min_rows = self._core.cfg.min_reference_rows
+        ref = await asyncio.to_thread(reference_for, self._client, name, champion, min_rows)
+        info = await asyncio.to_thread(registry.version_info, self._client, name, champion)
         self._core.set_reference(champion, **ref)
         self._reference_for = champion
+        self._reference_source = ref["reference_source"]
+        self._recipe = recipe_for(info.tags, self._retraining.get("entry_point"))
         baseline = {
             k: ref[k] for k in ("baseline_accuracy", "baseline_rmse") if ref.get(k) is not None
         }
+        features = ref["reference_features"]
         self._note(
             "reference",
             version=champion,
             task=ref["task"],
-            rows=len(ref["reference_features"]),
+            reference_source=ref["reference_source"],
+            rows=self._core.cfg.live_reference_rows if features is None else len(features),
+            retraining=self._recipe,
             **baseline,
         )
 
@@ -256,7 +228,11 @@ class DriftMonitor:
         if state.get("rollout") is not None or self._retrain_task is not None:
             return  # one change at a time: never retrain while a rollout or retraining runs
         fire, reason, numbers = self._core.should_retrain(time.time())
-        if fire:
+        if fire and self._recipe == NOT_CONFIGURED:
+            # The alert stands (gauges, status, this event); no recipe, so nothing runs.
+            self._last_retraining = {"retraining": NOT_CONFIGURED, "reason": reason}
+            self._note("retraining_not_configured", version=champion, reason=reason)
+        elif fire:
             self._retrain_task = asyncio.get_running_loop().create_task(
                 self._run_retraining(reason, numbers)
             )
@@ -375,10 +351,13 @@ class DriftMonitor:
                     "agree": snap.shadow_agree,
                     "agreement": round(snap.shadow_agree / snap.shadow_rows, 6),
                 }
+        core = self._core.status()
         return {
-            **self._core.status(),
+            **core,
+            "retraining": {**core["retraining"], "recipe": self._recipe},
             "shadow": shadow,
             "reference_version": self._reference_for,
+            "reference_source": self._reference_source,
             "retraining_running": self._retrain_task is not None,
             "last_retraining": self._last_retraining,
             "timeline": self._timeline,

@@ -38,8 +38,23 @@ from sklearn.model_selection import train_test_split
 from configs import TrainingConfig
 from training import registry
 from training.data import load_dataset, resolve_task
+from training.recipe import (
+    entry_point_search,
+    is_ours,
+    load_entry_point,
+    log_fitted,
+    predict_values,
+    score,
+)
 from training.search import REGRESSION
-from training.train import evaluate, fit_and_log, holdout_split, register, search
+from training.train import (
+    evaluate,
+    fit_and_log,
+    holdout_split,
+    register,
+    regression_scores,
+    search,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +134,8 @@ def _split_data(
     classifier when every class has two rows), recent rows repeated ``recent_weight`` times."""
     base_X, base_y = base
     b_train, b_hold, yb_train, yb_hold = holdout_split(cfg, base_X, base_y)
-    recent = pd.DataFrame(np.asarray(recent_X, dtype=np.float64), columns=list(base_X.columns))
-    labels = pd.Series(
-        np.asarray(recent_y, dtype=np.float64) if regression else np.asarray(recent_y),
-        name="target",
-    )
-    stratify = None if regression or labels.value_counts().min() < 2 else labels
-    r_train, r_hold, y_train, y_hold = train_test_split(
-        recent, labels, test_size=holdout_fraction, random_state=cfg.seed, stratify=stratify
+    r_train, r_hold, y_train, y_hold = split_recent(
+        cfg, recent_X, recent_y, list(base_X.columns), holdout_fraction, regression=regression
     )
     parts_X, parts_y = [r_train] * recent_weight, [y_train] * recent_weight
     if include_base_data:
@@ -142,6 +151,28 @@ def _split_data(
         y_hold,
         pd.concat(parts_X, ignore_index=True),
         pd.concat(parts_y, ignore_index=True),
+    )
+
+
+def split_recent(
+    cfg: TrainingConfig,
+    recent_X: np.ndarray,
+    recent_y: np.ndarray,
+    columns: list[str],
+    holdout_fraction: float,
+    *,
+    regression: bool,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series]:
+    """The recent labelled rows as ``r_train, r_hold, y_train, y_hold`` (stratified for a
+    classifier when every class has two rows)."""
+    recent = pd.DataFrame(np.asarray(recent_X, dtype=np.float64), columns=columns)
+    labels = pd.Series(
+        np.asarray(recent_y, dtype=np.float64) if regression else np.asarray(recent_y),
+        name="target",
+    )
+    stratify = None if regression or labels.value_counts().min() < 2 else labels
+    return train_test_split(
+        recent, labels, test_size=holdout_fraction, random_state=cfg.seed, stratify=stratify
     )
 
 
@@ -170,6 +201,8 @@ def retrain(
     base_min_score: float | None = None,
     rmse_margin: float = 0.05,
     base_rmse_tolerance: float = 0.1,
+    entry_point: str | None = None,
+    entry_point_space: dict[str, list[Any]] | None = None,
 ) -> RetrainResult:
     """Search on base + recent data, compare with the champion on recent held-out rows and on
     the base hold-out, and register the winner only if it is better by ``margin`` on the
@@ -185,7 +218,29 @@ def retrain(
     A regression base dataset switches to `retrain_regression` (``rmse_margin``,
     ``base_rmse_tolerance``; ``margin``, ``base_tolerance`` and ``base_min_score`` are the
     classification gate's).
+    A champion our training did not register (`training.recipe.is_ours`) goes to
+    `retrain_with_entry_point` when ``entry_point`` is set; without one it is refused (the
+    DriftMonitor does not start a retraining then: "not configured").
     """
+    champion_tags = _champion_tags(tracking_uri, cfg.model_name)
+    if champion_tags is not None and not is_ours(champion_tags):
+        if not entry_point:
+            raise ValueError(
+                f"{cfg.model_name}@champion was not registered by our training and "
+                "retraining.entry_point is not set: retraining not configured"
+            )
+        return retrain_with_entry_point(
+            cfg,
+            tracking_uri,
+            recent_X,
+            recent_y,
+            trigger=trigger,
+            entry_point=entry_point,
+            space=entry_point_space or {},
+            margin=margin,
+            rmse_margin=rmse_margin,
+            holdout_fraction=holdout_fraction,
+        )
     base_X, base_y = load_dataset(cfg.dataset, cfg.target)
     if resolve_task(cfg.task, base_y) == REGRESSION:
         return retrain_regression(
@@ -331,7 +386,7 @@ def retrain(
 def gate(
     recent: float,
     champion_recent: float | None,
-    base: float,
+    base: float | None,
     champion_base: float | None,
     *,
     margin: float,
@@ -341,13 +396,16 @@ def gate(
     """Why a retrained winner must not be registered (empty: it may be).
 
     ``recent`` / ``base``: its accuracy on the recent and the base hold-out; the champion's
-    are None when there is no champion (then only the ``min_score`` floor applies)."""
+    are None when there is no champion (then only the ``min_score`` floor applies). ``base``
+    None (a user's entry point: no base dataset) leaves only the recent comparison."""
     out = []
     if champion_recent is not None and recent < champion_recent + margin:
         out.append(
             f"recent hold-out accuracy {recent:.4f} does not beat the champion's "
             f"{champion_recent:.4f} by {margin}"
         )
+    if base is None:
+        return out
     if base < min_score:
         out.append(f"base hold-out accuracy {base:.4f} is below min_score {min_score}")
     if champion_base is not None and base < champion_base - base_tolerance:
@@ -365,8 +423,8 @@ def _fmt(value: float | None) -> str:
 def regression_gate(
     recent_rmse: float,
     champion_recent_rmse: float | None,
-    base_rmse: float,
-    base_r2: float,
+    base_rmse: float | None,
+    base_r2: float | None,
     champion_base_rmse: float | None,
     *,
     rmse_margin: float,
@@ -378,13 +436,16 @@ def regression_gate(
     It must cut the champion's RMSE on the recent hold-out by ``rmse_margin`` (relative),
     reach ``min_r2`` on the base hold-out and keep its RMSE there within
     ``(1 + base_rmse_tolerance)`` of the champion's. The champion's numbers are None when
-    there is no champion (then only the ``min_r2`` floor applies)."""
+    there is no champion (then only the ``min_r2`` floor applies); ``base_rmse`` None (no
+    base dataset: a user's entry point) leaves only the recent comparison."""
     out = []
     if champion_recent_rmse is not None and recent_rmse > champion_recent_rmse * (1 - rmse_margin):
         out.append(
             f"recent hold-out RMSE {recent_rmse:.4g} does not beat the champion's "
             f"{champion_recent_rmse:.4g} by {rmse_margin:.0%}"
         )
+    if base_rmse is None or base_r2 is None:
+        return out
     if base_r2 < min_r2:
         out.append(f"base hold-out R^2 {base_r2:.4f} is below min_r2 {min_r2}")
     if champion_base_rmse is not None and base_rmse > champion_base_rmse * (
@@ -546,3 +607,142 @@ def retrain_regression(
         base_r2=new_base["r2"],
         base_tolerance=base_rmse_tolerance,
     )
+
+
+def _champion_tags(tracking_uri: str, model_name: str) -> dict[str, str] | None:
+    """The champion's version tags; None when there is no champion."""
+    client = registry.get_client(tracking_uri)
+    champion = registry.alias_version(client, model_name, registry.CHAMPION)
+    if champion is None:
+        return None
+    return dict(client.get_model_version(model_name, champion).tags or {})
+
+
+def retrain_with_entry_point(
+    cfg: TrainingConfig,
+    tracking_uri: str,
+    recent_X: np.ndarray,
+    recent_y: np.ndarray,
+    *,
+    trigger: dict[str, Any],
+    entry_point: str,
+    space: dict[str, list[Any]],
+    margin: float,
+    rmse_margin: float,
+    holdout_fraction: float,
+) -> RetrainResult:
+    """`retrain` for a champion we did not train: the user's ``entry_point`` is searched over
+    ``space`` by Tune on the recent labelled rows (`training.recipe.entry_point_search`: the
+    frame is the champion's feature columns plus ``target``), the best config refit on all
+    of them, and the result gated like ours on the recent hold-out (``margin`` accuracy, or
+    ``rmse_margin`` relative RMSE; no base dataset exists for such a model). A winner is
+    logged with a signature and registered under the app's model name (tag ``family``
+    ``entry_point:<spec>``, not ours, so its next retraining takes the entry point again);
+    the RolloutController starts its canary."""
+    registry.use_tracking_uri(tracking_uri)
+    client = registry.get_client(tracking_uri)
+    exp_id = registry.ensure_experiment(client, cfg.experiment_name, tracking_uri)
+    champion = registry.alias_version(client, cfg.model_name, registry.CHAMPION)
+    info = registry.version_info(client, cfg.model_name, champion)
+    task = info.task if info.task == REGRESSION else "classification"
+    regression = task == REGRESSION
+    width = np.asarray(recent_X).shape[1]
+    columns = list(info.feature_names) or [f"x{i}" for i in range(width)]
+    r_train, r_hold, y_train, y_hold = split_recent(
+        cfg, recent_X, recent_y, columns, holdout_fraction, regression=regression
+    )
+    frame = r_train.assign(target=y_train.to_numpy()).reset_index(drop=True)
+    tags = _run_tags(trigger, champion) | {"mlops.entry_point": entry_point}
+    with mlflow.start_run(
+        experiment_id=exp_id, run_name=f"retrain-{cfg.model_name}", tags=tags
+    ) as parent:
+        pid = parent.info.run_id
+        mlflow.log_params(
+            {
+                "recipe": f"entry_point {entry_point}",
+                "rows_recent_train": len(r_train),
+                "rows_recent_holdout": len(r_hold),
+                "margin": rmse_margin if regression else margin,
+            }
+        )
+        best, val_score, _ = entry_point_search(
+            cfg, entry_point, space, frame, task, tracking_uri=tracking_uri, parent_run_id=pid
+        )
+        model = load_entry_point(entry_point)(frame, dict(best))
+        new = score(task, y_hold.to_numpy(), predict_values(model, r_hold))
+        champ_model = mlflow.pyfunc.load_model(registry.model_uri(cfg.model_name, champion))
+        champ = score(task, y_hold.to_numpy(), predict_values(champ_model, r_hold))
+        metric = "rmse" if regression else "accuracy"
+        mlflow.log_metrics(
+            {
+                f"validation_{metric}": val_score,
+                f"recent_holdout_{metric}": new,
+                f"champion_recent_holdout_{metric}": champ,
+            }
+        )
+        if regression:
+            refusals = regression_gate(
+                new,
+                champ,
+                None,
+                None,
+                None,
+                rmse_margin=rmse_margin,
+                min_r2=cfg.min_r2,
+                base_rmse_tolerance=0.0,
+            )
+        else:
+            refusals = gate(
+                new, champ, None, None, margin=margin, min_score=cfg.min_score, base_tolerance=0.0
+            )
+        scores = (
+            f"entry point {entry_point} {best}: recent hold-out {metric} {new:.4g} vs "
+            f"champion v{champion} {champ:.4g} (margin {rmse_margin if regression else margin})"
+        )
+        version = None
+        if not refusals:
+            logged = log_fitted(model, r_hold)
+            classes = [] if regression else sorted({_plain(c) for c in y_train}, key=str)
+            version = register(
+                client,
+                cfg,
+                logged,
+                feature_names=columns,
+                classes=classes,
+                metrics=_metrics(task, y_hold.to_numpy(), predict_values(model, r_hold)),
+                family=f"entry_point:{entry_point}",
+                extra_tags={"mlops.trigger": tags["mlops.trigger"], "mlops.recipe": "entry_point"},
+                task=task,
+            )
+            decision = f"registered v{version} for a canary rollout: {scores}"
+        else:
+            decision = f"not registered: {'; '.join(refusals)} ({scores})"
+        mlflow.set_tag("mlops.decision", decision)
+        log.info(decision)
+    return RetrainResult(
+        parent_run_id=pid,
+        registered=version is not None,
+        version=version,
+        challenger_accuracy=None if regression else new,
+        champion_accuracy=None if regression else champ,
+        champion_version=champion,
+        margin=rmse_margin if regression else margin,
+        rows_base=0,
+        rows_recent_train=len(r_train),
+        rows_recent_holdout=len(r_hold),
+        decision=decision,
+        task=task,
+        challenger_rmse=new if regression else None,
+        champion_rmse=champ if regression else None,
+    )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _metrics(task: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """The hold-out scores `metric_tags` records (the drift monitor's baselines)."""
+    if task == REGRESSION:
+        return regression_scores(np.asarray(y, float), np.asarray(pred, float))
+    return {"accuracy": score(task, y, pred)}

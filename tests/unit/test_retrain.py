@@ -73,3 +73,18 @@ def test_retraining_never_moves_an_alias():
 
     source = inspect.getsource(retrain)
     assert "set_alias" not in source and "delete_alias" not in source
+
+
+def test_gate_without_a_base_hold_out_compares_the_recent_rows_only():
+    """A user's entry point has no base dataset: only the recent comparison applies."""
+    assert gate(0.95, 0.80, None, None, **GATE) == []
+    assert gate(0.81, 0.80, None, None, **GATE) == [
+        "recent hold-out accuracy 0.8100 does not beat the champion's 0.8000 by 0.02"
+    ]
+    from training.retrain import regression_gate
+
+    kw = {"rmse_margin": 0.05, "min_r2": 0.3, "base_rmse_tolerance": 0.1}
+    assert regression_gate(0.5, 1.0, None, None, None, **kw) == []
+    assert regression_gate(0.97, 1.0, None, None, None, **kw) == [
+        "recent hold-out RMSE 0.97 does not beat the champion's 1 by 5%"
+    ]

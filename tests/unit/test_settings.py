@@ -38,3 +38,26 @@ def test_default_tracking_uri_is_sqlite_under_project(monkeypatch):
     assert uri.startswith("sqlite:///") and uri.endswith(".mlflow/mlflow.db")
     assert local_artifact_root(uri).endswith(".mlflow/artifacts")
     assert local_artifact_root("http://mlflow:5000") is None
+
+
+def test_retraining_entry_point_must_name_module_and_function():
+    from configs.settings import RetrainingConfig, load_retraining_config
+
+    shipped = load_retraining_config()
+    assert shipped.entry_point is None and shipped.entry_point_space == {}
+    ok = RetrainingConfig(entry_point="tests.recipes:fit_ridge", entry_point_space={"a": [1, 2]})
+    assert ok.entry_point == "tests.recipes:fit_ridge"
+    for bad in ("tests.recipes", "tests.recipes:", ":fit", "tests/recipes.py:fit", "a:b:c"):
+        with pytest.raises(ValidationError, match="module:function"):
+            RetrainingConfig(entry_point=bad)
+    with pytest.raises(ValidationError, match="at least one value"):
+        RetrainingConfig(entry_point="m:f", entry_point_space={"alpha": []})
+
+
+def test_drift_reference_sizes_have_defaults_and_floors():
+    from configs.settings import DriftConfig, load_drift_config
+
+    cfg = load_drift_config()
+    assert cfg.min_reference_rows == 100 and cfg.live_reference_rows == 500
+    with pytest.raises(ValidationError):
+        DriftConfig(live_reference_rows=5)
