@@ -49,8 +49,8 @@ class RowWindow:
         elif X.shape[1] != self._X.shape[1]:
             raise ValueError(f"{X.shape[1]} features, this window holds {self._X.shape[1]}")
         if len(X) > self.capacity:
+            self.total += len(X) - self.capacity  # rows that pass through without a place
             X, predictions = X[-self.capacity :], predictions[-self.capacity :]
-            self.total += len(X) - self.capacity
         idx = (self._next + np.arange(len(X))) % self.capacity
         self._X[idx] = X
         for i, pred in zip(idx.tolist(), predictions, strict=True):
