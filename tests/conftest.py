@@ -48,7 +48,15 @@ def ray_cluster(mlflow_uri):
     os.environ.update(allow)
     try:
         # address="local": never join a cluster that `make run` may have started here.
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+        # Metrics reach the export port every 2 s instead of Ray's 10 s: the tests that read
+        # them (metrics export, registry outage) wait less.
+        ray.init(
+            address="local",
+            num_cpus=4,
+            include_dashboard=False,
+            log_to_driver=False,
+            _system_config={"metrics_report_interval_ms": 2000},
+        )
     finally:
         for k, v in saved.items():
             if v is None:
@@ -87,12 +95,22 @@ def _app_deployer(ray_cluster, mlflow_uri):
 
     deployed = []
 
-    def deploy(name: str = "raymlops-test", **overrides):
+    def deploy(name: str = "raymlops-test", routers: int = 1, **overrides):
+        """``routers``: Router replicas (production runs 2; one is enough where a test does
+        not lose one, and each replica is a process to start on this 2-core machine)."""
+        from deployments import router
+
         args = AppArgs(
             **{"tracking_uri": mlflow_uri, "poll_timeout_s": 2.0, "registry_poll_s": 1.0}
             | overrides
         )
-        serve.run(build_app(args), name=name, route_prefix="/", blocking=False)
+        production = router.Router
+        router.Router = production.options(num_replicas=routers)
+        try:
+            app = build_app(args)
+        finally:
+            router.Router = production
+        serve.run(app, name=name, route_prefix="/", blocking=False)
         deployed.append(name)
         wait_until(
             lambda: serve.status().applications[name].status == "RUNNING",

@@ -24,9 +24,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
-from ray import tune
-from ray.air.integrations.mlflow import MLflowLoggerCallback
-from ray.tune.search import BasicVariantGenerator
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 
@@ -87,6 +84,8 @@ def entry_trial(
 ) -> None:
     """One Tune trial: fit ``spec`` on part of the training frame, report the task's metric
     on the rest (the retraining's hold-out stays out of the search; it is the gate's)."""
+    from ray import tune
+
     fit, val = train_test_split(frame, test_size=0.25, random_state=seed)
     model = load_entry_point(spec)(fit.reset_index(drop=True), dict(config))
     val_X = val.drop(columns=[TARGET])
@@ -106,6 +105,12 @@ def entry_point_search(
     """Tune over ``space`` (``tune.choice`` per param, ``cfg.num_samples`` trials; one trial
     when the space is empty); every trial an MLflow child run of ``parent_run_id``. Returns
     the best trial config, its validation score and the number of trials."""
+    # Ray Tune is imported here, not at the top: the DriftMonitor imports this module for
+    # `recipe_for`, and a replica pays its imports when it starts.
+    from ray import tune
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+    from ray.tune.search import BasicVariantGenerator
+
     from training.train import cfg_storage_path, ensure_ray
 
     load_entry_point(spec)  # fail here, not in every trial

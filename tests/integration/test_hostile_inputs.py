@@ -27,9 +27,9 @@ BODY_TIMEOUT_S = 2.0
 
 @pytest.fixture(scope="module")
 def url(module_app, trained):
-    """One app for the whole module, with a short body timeout so the slow-client test is
-    quick."""
-    base = module_app(name=APP, limits={"body_timeout_s": BODY_TIMEOUT_S})
+    """One app for the whole module, with two Routers as in production (one of them is
+    killed) and a short body timeout so the slow-client test is quick."""
+    base = module_app(name=APP, routers=2, limits={"body_timeout_s": BODY_TIMEOUT_S})
     wait_until(lambda: httpx.get(f"{base}/health").status_code == 200, 60, what="app ready")
     return base
 

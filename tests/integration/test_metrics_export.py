@@ -197,10 +197,11 @@ def test_local_prometheus_returns_per_version_series(serve_app, trained, data, t
                 what="per-version series",
                 context=targets,
             )
-            # Ray's agent drops a gauge its worker stops setting after ~2 report intervals,
-            # and Prometheus then marks the series stale: the canary weight, which does not
-            # change without a rollout, must still be there well after that.
-            time.sleep(25)
+            # Ray's agent drops a gauge its worker stops setting after ~2 report intervals
+            # (2 s in this session, tests/conftest.py), and Prometheus then marks the series
+            # stale: the canary weight, which does not change without a rollout, must still be
+            # there well after that (6 report intervals, 2 scrapes).
+            time.sleep(12)
             assert per_version_series()["canary"] == {trained.version, "none"}
             up = c.get(f"{prom}/api/v1/query", params={"query": 'up{job="ray"}'}).json()
             assert {s["value"][1] for s in up["data"]["result"]} == {"1"}, up
