@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -108,53 +107,22 @@ def entry_point_search(
     # Ray Tune is imported here, not at the top: the DriftMonitor imports this module for
     # `recipe_for`, and a replica pays its imports when it starts.
     from ray import tune
-    from ray.air.integrations.mlflow import MLflowLoggerCallback
-    from ray.tune.search import BasicVariantGenerator
 
-    from training.train import cfg_storage_path, ensure_ray
+    from training.train import run_tuner
 
     load_entry_point(spec)  # fail here, not in every trial
-    ensure_ray()
-    mode = "min" if task == REGRESSION else "max"
-    storage = Path(cfg_storage_path())
-    storage.mkdir(parents=True, exist_ok=True)
-    tuner = tune.Tuner(
-        tune.with_resources(
-            tune.with_parameters(entry_trial, spec=spec, frame=frame, task=task, seed=cfg.seed),
-            {"cpu": cfg.trial_cpus},
-        ),
-        param_space={k: tune.choice(list(v)) for k, v in space.items()},
-        tune_config=tune.TuneConfig(
-            metric="score",
-            mode=mode,
-            num_samples=cfg.num_samples if space else 1,
-            search_alg=BasicVariantGenerator(
-                random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials
-            ),
-        ),
-        run_config=tune.RunConfig(
-            name=f"{cfg.model_name}-entry-{int(time.time())}",
-            storage_path=str(storage),
-            verbose=1,
-            callbacks=[
-                MLflowLoggerCallback(
-                    tracking_uri=tracking_uri,
-                    registry_uri=tracking_uri,
-                    experiment_name=cfg.experiment_name,
-                    tags={"mlflow.parentRunId": parent_run_id},
-                    save_artifact=False,
-                )
-            ],
-        ),
+    best, n_trials = run_tuner(
+        cfg,
+        tune.with_parameters(entry_trial, spec=spec, frame=frame, task=task, seed=cfg.seed),
+        {k: tune.choice(list(v)) for k, v in space.items()},
+        metric="score",
+        mode="min" if task == REGRESSION else "max",
+        num_samples=cfg.num_samples if space else 1,
+        name=f"{cfg.model_name}-entry-{int(time.time())}",
+        tracking_uri=tracking_uri,
+        parent_run_id=parent_run_id,
     )
-    results = tuner.fit()
-    ok = [r for r in results if r.error is None and r.metrics and "score" in r.metrics]
-    if not ok:
-        errors = [str(r.error) for r in results if r.error is not None][:3]
-        raise RuntimeError(f"every entry-point trial failed; first errors: {errors}")
-    sign = 1.0 if mode == "max" else -1.0
-    best = max(ok, key=lambda r: sign * r.metrics["score"])
-    return dict(best.config), float(best.metrics["score"]), len(results)
+    return dict(best.config), float(best.metrics["score"]), n_trials
 
 
 class FittedModel(mlflow.pyfunc.PythonModel):

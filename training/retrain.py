@@ -358,11 +358,7 @@ def retrain(
                     "base_holdout_accuracy": f"{new_base:.6f}",
                 },
             )
-            decision = f"registered v{version} for a canary rollout: {scores}"
-        else:
-            decision = f"not registered: {'; '.join(refusals)} ({scores})"
-        mlflow.set_tag("mlops.decision", decision)
-        log.info(decision)
+        decision = _record_decision(version, refusals, scores)
     return RetrainResult(
         parent_run_id=pid,
         registered=version is not None,
@@ -381,6 +377,17 @@ def retrain(
         min_score=min_score,
         rows_base_holdout=len(b_hold),
     )
+
+
+def _record_decision(version: str | None, refusals: list[str], scores: str) -> str:
+    """A retraining's decision, as the parent run's ``mlops.decision`` tag and the log."""
+    if version is not None:
+        decision = f"registered v{version} for a canary rollout: {scores}"
+    else:
+        decision = f"not registered: {'; '.join(refusals)} ({scores})"
+    mlflow.set_tag("mlops.decision", decision)
+    log.info(decision)
+    return decision
 
 
 def gate(
@@ -580,11 +587,7 @@ def retrain_regression(
                 },
                 task=REGRESSION,
             )
-            decision = f"registered v{version} for a canary rollout: {scores}"
-        else:
-            decision = f"not registered: {'; '.join(refusals)} ({scores})"
-        mlflow.set_tag("mlops.decision", decision)
-        log.info(decision)
+        decision = _record_decision(version, refusals, scores)
     return RetrainResult(
         parent_run_id=pid,
         registered=version is not None,
@@ -714,11 +717,7 @@ def retrain_with_entry_point(
                 extra_tags={"mlops.trigger": tags["mlops.trigger"], "mlops.recipe": "entry_point"},
                 task=task,
             )
-            decision = f"registered v{version} for a canary rollout: {scores}"
-        else:
-            decision = f"not registered: {'; '.join(refusals)} ({scores})"
-        mlflow.set_tag("mlops.decision", decision)
-        log.info(decision)
+        decision = _record_decision(version, refusals, scores)
     return RetrainResult(
         parent_run_id=pid,
         registered=version is not None,

@@ -104,19 +104,45 @@ def search(
     families = cfg.families_for(task)
     check_families(families, task)
     metric, mode = TUNE_METRIC[task]
+    best, n_trials = run_tuner(
+        cfg,
+        tune.with_parameters(trainable, X=X.to_numpy(), y=y.to_numpy(), folds=cfg.cv_folds),
+        search_space(families, cfg.seed),
+        metric=metric,
+        mode=mode,
+        num_samples=cfg.num_samples,
+        name=f"{cfg.model_name}-{int(time.time())}",
+        tracking_uri=tracking_uri,
+        parent_run_id=parent_run_id,
+    )
+    return family_params(best.config) | {"seed": cfg.seed}, best.metrics[metric], n_trials
+
+
+def run_tuner(
+    cfg: TrainingConfig,
+    trainable: Any,
+    param_space: dict[str, Any],
+    *,
+    metric: str,
+    mode: str,
+    num_samples: int,
+    name: str,
+    tracking_uri: str,
+    parent_run_id: str,
+) -> tuple[Any, int]:
+    """One Ray Tune search with the training config's resources, concurrency and seed; every
+    trial an MLflow child run of ``parent_run_id``. Returns the best result (a RuntimeError
+    when every trial failed) and the number of trials."""
     ensure_ray()
     storage = Path(cfg_storage_path())
     storage.mkdir(parents=True, exist_ok=True)
     tuner = tune.Tuner(
-        tune.with_resources(
-            tune.with_parameters(trainable, X=X.to_numpy(), y=y.to_numpy(), folds=cfg.cv_folds),
-            {"cpu": cfg.trial_cpus},
-        ),
-        param_space=search_space(families, cfg.seed),
+        tune.with_resources(trainable, {"cpu": cfg.trial_cpus}),
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=metric,
             mode=mode,
-            num_samples=cfg.num_samples,
+            num_samples=num_samples,
             # Tune ignores TuneConfig.max_concurrent_trials for a SearchGenerator; the limit
             # goes on the generator itself.
             search_alg=BasicVariantGenerator(
@@ -124,7 +150,7 @@ def search(
             ),
         ),
         run_config=tune.RunConfig(
-            name=f"{cfg.model_name}-{int(time.time())}",
+            name=name,
             storage_path=str(storage),
             verbose=1,
             callbacks=[
@@ -144,12 +170,7 @@ def search(
         errors = [str(r.error) for r in results if r.error is not None][:3]
         raise RuntimeError(f"every Tune trial failed; first errors: {errors}")
     sign = 1.0 if mode == "max" else -1.0
-    best = max(ok, key=lambda r: sign * r.metrics[metric])
-    return (
-        family_params(best.config) | {"seed": cfg.seed},
-        best.metrics[metric],
-        len(results),
-    )
+    return max(ok, key=lambda r: sign * r.metrics[metric]), len(results)
 
 
 def cfg_storage_path() -> str:
