@@ -79,6 +79,7 @@ def register(mlflow_uri: str, name: str, model, X, *, accuracy: float = 0.9) -> 
             name="model",
             signature=infer_signature(X, getattr(model, "model", model).predict(X)),
             serialization_format=fmt,
+            pip_requirements=["scikit-learn"],
         )
         mlflow.log_metric("test_accuracy", accuracy)
     tags = {

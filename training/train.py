@@ -213,7 +213,12 @@ def fit_and_log(
         name="model",
         signature=signature,
         input_example=X_train.head(2),
+        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
         skops_trusted_types=SKOPS_TRUSTED_TYPES[config["family"]] or None,
+        # Every family is a scikit-learn pipeline in skops: these pins are the whole runtime
+        # need. MLflow's inference instead loads the model in a subprocess (about 4.5 s a
+        # registration here) and lists whatever that environment imported (pytest, rich).
+        pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
     )
     return model, info
 

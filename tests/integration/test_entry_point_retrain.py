@@ -40,7 +40,10 @@ def foreign_champion(ray_cluster, mlflow_uri) -> str:
     exp = registry.ensure_experiment(client, "foreign-models", mlflow_uri)
     with mlflow.start_run(experiment_id=exp):
         info = mlflow.sklearn.log_model(
-            model, name="model", signature=infer_signature(frame, model.predict(frame))
+            model,
+            name="model",
+            signature=infer_signature(frame, model.predict(frame)),
+            pip_requirements=["scikit-learn"],
         )
     version = str(mlflow.register_model(info.model_uri, NAME).version)
     registry.set_alias(client, NAME, registry.CHAMPION, version)

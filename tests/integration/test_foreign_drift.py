@@ -66,6 +66,7 @@ def register_ridge(mlflow_uri: str) -> str:
             name="model",
             serialization_format="skops",
             signature=infer_signature(X, model.predict(X)),
+            pip_requirements=["scikit-learn"],
         )
     version = str(mlflow.register_model(info.model_uri, NAME).version)
     registry.set_alias(client, NAME, registry.CHAMPION, version)

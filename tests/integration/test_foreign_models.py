@@ -142,6 +142,7 @@ def test_sklearn_regressor_serves_numbers(
             name="model",
             serialization_format="skops",
             signature=infer_signature(X, model.predict(X)),
+            pip_requirements=["scikit-learn"],
         ),
     )
     url = deploy_ready(serve_app, client, name)
@@ -171,7 +172,10 @@ def test_lightgbm_classifier_serves_labels_and_probabilities(
         mlflow_uri,
         name,
         lambda: mlflow.lightgbm.log_model(
-            model, name="model", signature=infer_signature(X, model.predict(X))
+            model,
+            name="model",
+            signature=infer_signature(X, model.predict(X)),
+            pip_requirements=["lightgbm"],
         ),
     )
     url = deploy_ready(serve_app, client, name)
@@ -206,6 +210,7 @@ def test_custom_pyfunc_serves_its_dataframe(
             name="model",
             python_model=model,
             signature=infer_signature(frame, model.predict(None, frame)),
+            pip_requirements=["pandas"],
         ),
     )
     url = deploy_ready(serve_app, client, name)
@@ -244,7 +249,10 @@ def deploy_refused(serve_app, mlflow_uri: str, kind: str) -> tuple[str, str, pd.
         mlflow_uri,
         name,
         lambda: mlflow.pyfunc.log_model(
-            name="model", python_model=python_model, signature=signature
+            name="model",
+            python_model=python_model,
+            signature=signature,
+            pip_requirements=["pandas"],
         ),
     )
     url = serve_app(name=APP, model_name=name, slot_ready_timeout_s=5.0)

@@ -194,7 +194,10 @@ def test_a_worse_regressor_is_rolled_back_by_the_error_test_over_http(
     registry.use_tracking_uri(mlflow_uri)
     with mlflow.start_run(run_name="worse-regressor"):
         info = mlflow.sklearn.log_model(
-            worse, name="model", signature=infer_signature(X, worse.predict(X))
+            worse,
+            name="model",
+            signature=infer_signature(X, worse.predict(X)),
+            pip_requirements=["scikit-learn"],
         )
     tags = {
         "feature_names": json.dumps(list(X.columns)),

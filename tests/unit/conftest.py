@@ -23,7 +23,11 @@ def template(tmp_path_factory):
     c = registry.get_client(uri)
     exp = registry.ensure_experiment(c, "t", uri)
     with mlflow.start_run(experiment_id=exp):
-        info = mlflow.sklearn.log_model(DummyClassifier().fit([[0], [1]], [0, 1]), name="model")
+        info = mlflow.sklearn.log_model(
+            DummyClassifier().fit([[0], [1]], [0, 1]),
+            name="model",
+            pip_requirements=["scikit-learn"],
+        )
     tags = {"feature_names": '["x"]', "classes": "[0, 1]", "test_accuracy": "0.9"}
     for _ in range(3):
         mlflow.register_model(info.model_uri, NAME, tags=tags)

@@ -69,6 +69,7 @@ def register_ridge(
             name="model",
             signature=infer_signature(X, model.predict(X)),
             input_example=X.head(example_rows) if example_rows else None,
+            pip_requirements=["scikit-learn"],
         )
     return str(mlflow.register_model(info.model_uri, NAME, tags=tags or {}).version)
 
@@ -91,7 +92,10 @@ def test_our_reference_artifact_comes_first(uri, tmp_path):
     with mlflow.start_run():
         mlflow.log_artifact(str(path), artifact_path="reference")
         info = mlflow.sklearn.log_model(
-            model, name="model", signature=infer_signature(X, model.predict(X))
+            model,
+            name="model",
+            signature=infer_signature(X, model.predict(X)),
+            pip_requirements=["scikit-learn"],
         )
     tags = {"task": "regression", "test_rmse": "0.5", "family": "ridge"}
     version = str(mlflow.register_model(info.model_uri, NAME, tags=tags).version)

@@ -96,7 +96,11 @@ def test_sklearn_regressor_answers_numbers_without_probabilities(tmp_path):
     model = Ridge(alpha=0.5).fit(X, y)
     path = tmp_path / "ridge"
     mlflow.sklearn.save_model(
-        model, str(path), serialization_format="skops", signature=infer_signature(X, y)
+        model,
+        str(path),
+        serialization_format="skops",
+        signature=infer_signature(X, y),
+        pip_requirements=["scikit-learn"],
     )
     cfg = ModelLoadingConfig(allowed_estimators=["sklearn.linear_model._ridge.Ridge"])
     loaded = served(path, cfg)
@@ -116,7 +120,12 @@ def test_lightgbm_classifier_loads_natively_with_probabilities(tmp_path):
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     model = lightgbm.LGBMClassifier(n_estimators=20, verbose=-1).fit(X, y)
     path = tmp_path / "lgbm"
-    mlflow.lightgbm.save_model(model, str(path), signature=infer_signature(X, model.predict(X)))
+    mlflow.lightgbm.save_model(
+        model,
+        str(path),
+        signature=infer_signature(X, model.predict(X)),
+        pip_requirements=["lightgbm"],
+    )
     with pytest.raises(safe_load.ModelRefused, match="allowed_flavors"):
         served(path, ModelLoadingConfig())
     loaded = served(path, ModelLoadingConfig(allowed_flavors=["sklearn", "lightgbm"]))
@@ -155,7 +164,9 @@ def test_pyfunc_answers_what_its_predict_returns(kind, team_frame, tmp_path):
     path = tmp_path / kind
     model = Scorer(kind)
     signature = infer_signature(team_frame, model.predict(None, team_frame))
-    mlflow.pyfunc.save_model(str(path), python_model=model, signature=signature)
+    mlflow.pyfunc.save_model(
+        str(path), python_model=model, signature=signature, pip_requirements=["pandas"]
+    )
     loaded = served(path, ModelLoadingConfig(allowed_flavors=["python_function"]))
     assert loaded.flavor == "python_function" and not loaded.has_probabilities
     # The router sends float rows: the long column "n" must reach the model as integers,
@@ -176,7 +187,9 @@ def test_pyfunc_refuses_a_fraction_in_an_integer_column(team_frame, tmp_path):
     path = tmp_path / "m"
     model = Scorer("series")
     signature = infer_signature(team_frame, model.predict(None, team_frame))
-    mlflow.pyfunc.save_model(str(path), python_model=model, signature=signature)
+    mlflow.pyfunc.save_model(
+        str(path), python_model=model, signature=signature, pip_requirements=["pandas"]
+    )
     loaded = served(path, ModelLoadingConfig(allowed_flavors=["python_function"]))
     with pytest.raises(ValueError, match="column 'n' takes integers"):
         loaded.predict(np.array([[0.5, 1.5]]))
@@ -187,7 +200,11 @@ def test_tensor_signature_gets_an_array(tmp_path):
     model = Ridge().fit(X, y)
     path = tmp_path / "t"
     mlflow.sklearn.save_model(
-        model, str(path), serialization_format="skops", signature=infer_signature(X, y)
+        model,
+        str(path),
+        serialization_format="skops",
+        signature=infer_signature(X, y),
+        pip_requirements=["scikit-learn"],
     )
     loaded = served(path, ModelLoadingConfig(allowed_flavors=["python_function"]))
     assert loaded.feature_names == [f"x{j}" for j in range(X.shape[1])]

@@ -44,7 +44,9 @@ def log_and_register(uri, name, model, **kwargs) -> str:
     registry.use_tracking_uri(uri)
     exp = registry.get_client(uri).get_experiment_by_name("safe_load").experiment_id
     with mlflow.start_run(experiment_id=exp):
-        info = mlflow.sklearn.log_model(model, name="model", **kwargs)
+        info = mlflow.sklearn.log_model(
+            model, name="model", **kwargs, pip_requirements=["scikit-learn"]
+        )
     return str(mlflow.register_model(info.model_uri, name).version)
 
 
@@ -60,14 +62,18 @@ def test_pickle_loads_only_when_the_deployment_allows_it(uri, data, tmp_path):
     X, y = data
     model = Pipeline([("model", LogisticRegression(max_iter=2000))]).fit(X, y)
     path = tmp_path / "m"
-    mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle")
+    mlflow.sklearn.save_model(
+        model, str(path), serialization_format="cloudpickle", pip_requirements=["scikit-learn"]
+    )
     allow = ModelLoadingConfig(allowed_formats=["skops", "cloudpickle"])
     loaded = safe_load.load_local(path, allow)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     # Allowing the format does not allow any class: the estimator check still applies.
     other = tmp_path / "tree"
     tree = DecisionTreeClassifier(random_state=0).fit(X, y)
-    mlflow.sklearn.save_model(tree, str(other), serialization_format="cloudpickle")
+    mlflow.sklearn.save_model(
+        tree, str(other), serialization_format="cloudpickle", pip_requirements=["scikit-learn"]
+    )
     with pytest.raises(ModelRefused, match="DecisionTreeClassifier is not an allowed model"):
         safe_load.load_local(other, allow)
 
@@ -105,7 +111,9 @@ def test_artifact_without_sklearn_flavor_or_with_a_path_outside_is_refused(tmp_p
     X, y = data
     path = tmp_path / "m"
     mlflow.sklearn.save_model(
-        Pipeline([("model", LogisticRegression(max_iter=5000))]).fit(X, y), str(path)
+        Pipeline([("model", LogisticRegression(max_iter=5000))]).fit(X, y),
+        str(path),
+        pip_requirements=["scikit-learn"],
     )
     text = (path / "MLmodel").read_text()
     (path / "MLmodel").write_text(text.replace("pickled_model: model.skops", "pickled_model: ../x"))
@@ -157,7 +165,9 @@ def test_pickle_is_never_read_before_the_format_check(tmp_path, data):
     X, y = data
     path = tmp_path / "m"
     model = Pipeline([("model", LogisticRegression(max_iter=5000))]).fit(X, y)
-    mlflow.sklearn.save_model(model, str(path), serialization_format="pickle")
+    mlflow.sklearn.save_model(
+        model, str(path), serialization_format="pickle", pip_requirements=["scikit-learn"]
+    )
     (path / "model.pkl").write_bytes(pickle.dumps(model)[:10])  # would fail to unpickle
     with pytest.raises(ModelRefused, match="serialized as 'pickle'"):
         safe_load.load_local(path)
@@ -186,7 +196,9 @@ PYFUNC_ONLY = ModelLoadingConfig(allowed_flavors=["python_function"])
 
 def save_pyfunc(path, model, X=None):
     signature = infer_signature(X, X * 2.0) if X is not None else None
-    mlflow.pyfunc.save_model(str(path), python_model=model, signature=signature)
+    mlflow.pyfunc.save_model(
+        str(path), python_model=model, signature=signature, pip_requirements=["pandas"]
+    )
     return str(path)
 
 
@@ -224,7 +236,11 @@ def test_sklearn_flavor_keeps_its_rules_and_pyfunc_is_only_a_listed_fallback(tmp
     model = Pipeline([("model", LogisticRegression(max_iter=5000))]).fit(X, y)
     path = tmp_path / "m"
     mlflow.sklearn.save_model(
-        model, str(path), serialization_format="cloudpickle", signature=infer_signature(X, y)
+        model,
+        str(path),
+        serialization_format="cloudpickle",
+        signature=infer_signature(X, y),
+        pip_requirements=["scikit-learn"],
     )
     both = ModelLoadingConfig(allowed_flavors=["sklearn", "python_function"])
     with pytest.raises(ModelRefused, match="serialized as 'cloudpickle'"):
@@ -243,7 +259,10 @@ def test_version_info_describes_a_model_we_did_not_train_from_its_signature(uri,
     exp = registry.get_client(uri).get_experiment_by_name("safe_load").experiment_id
     with mlflow.start_run(experiment_id=exp):
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=Doubler(), signature=infer_signature(cols, cols * 2.0)
+            name="model",
+            python_model=Doubler(),
+            signature=infer_signature(cols, cols * 2.0),
+            pip_requirements=["pandas"],
         )
     version = str(mlflow.register_model(info.model_uri, "foreign").version)
     client = registry.get_client(uri)
