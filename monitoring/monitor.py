@@ -71,6 +71,7 @@ def retraining_task(
         base_min_score=retraining.get("base_min_score"),
         rmse_margin=retraining.get("rmse_margin", 0.05),
         base_rmse_tolerance=retraining.get("base_rmse_tolerance", 0.1),
+        base_min_r2=retraining.get("base_min_r2"),
         entry_point=retraining.get("entry_point"),
         entry_point_space=retraining.get("entry_point_space") or {},
     )
@@ -274,22 +275,24 @@ class DriftMonitor:
         m.set_gauge("mlops_shadow_agreement", shadow)
 
     async def _training_rows(self, numbers: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict]:
-        """Labelled rows to retrain on. After an accuracy drop (the concept changed) only the
-        rows labelled after the drop: waits, up to `max_wait_s`, until there are
-        `min_labelled_rows` of them."""
-        if "accuracy" not in (numbers.get("detectors") or []):
+        """Labelled rows to retrain on. After a label detector fired (accuracy dropped, or a
+        regressor's error rose: the concept changed) only the rows labelled after the change:
+        waits, up to `max_wait_s`, until there are `min_labelled_rows` of them."""
+        detectors = numbers.get("detectors") or []
+        if "accuracy" not in detectors and "error" not in detectors:
             X, y = self._core.labelled_feedback()
             return X, y, {}
         need = self._retraining["min_labelled_rows"]
         deadline = time.monotonic() + self._retraining["max_wait_s"]
         waiting = False
+        metric = "mae" if "error" in detectors else "accuracy"
         while True:
-            X, y, cp = self._core.labelled_after_accuracy_drop()
+            X, y, cp = self._core.labelled_after_drop()
             cut = {
                 "change_point": {
                     "rows_dropped": cp.index,
-                    "accuracy_before": cp.before,
-                    "accuracy_after": cp.after,
+                    f"{metric}_before": cp.before,
+                    f"{metric}_after": cp.after,
                     "p_value": cp.p_value,
                 }
             }

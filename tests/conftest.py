@@ -86,6 +86,27 @@ def trained(ray_cluster, mlflow_uri, training_config):
     return train(training_config, mlflow_uri)
 
 
+REGRESSOR = "diabetes_regressor_test"
+
+
+@pytest.fixture(scope="session")
+def regression_config(training_config):
+    """The session's training config on the bundled diabetes dataset (task detected)."""
+    cfg = training_config.model_copy(
+        update={"dataset": "diabetes", "task": "auto", "model_name": REGRESSOR, "num_samples": 4}
+    )
+    return type(cfg).model_validate(cfg.model_dump())
+
+
+@pytest.fixture(scope="session")
+def trained_regressor(ray_cluster, mlflow_uri, regression_config):
+    """A regressor, trained with Ray Tune over the regression families and registered as
+    champion of ``REGRESSOR``."""
+    from training.train import train
+
+    return train(regression_config, mlflow_uri)
+
+
 def _app_deployer(ray_cluster, mlflow_uri):
     """``deploy(name, **overrides)`` runs ``build_app`` under ``name`` at route "/" and waits
     until it is RUNNING; ``cleanup()`` deletes what it deployed."""

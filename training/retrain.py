@@ -14,9 +14,9 @@ registration gate against the champion on two hold-outs:
 
 A regressor (the task of the base dataset, `training.data.resolve_task`) goes through the same
 flow with its error metric: on the recent hold-out its RMSE must be at most
-``(1 - rmse_margin)`` times the champion's; on the base hold-out its R^2 must reach the
-training config's ``min_r2`` and its RMSE stay within ``(1 + base_rmse_tolerance)`` times the
-champion's (`regression_gate`).
+``(1 - rmse_margin)`` times the champion's; on the base hold-out its R^2 must reach
+``base_min_r2`` (by default the training config's ``min_r2``) and its RMSE stay within
+``(1 + base_rmse_tolerance)`` times the champion's (`regression_gate`).
 
 `retrain` is plain Python (it needs Ray for Tune); the DriftMonitor runs it as one Ray task.
 It registers a winner and returns its version; it never moves an alias: the RolloutController
@@ -201,6 +201,7 @@ def retrain(
     base_min_score: float | None = None,
     rmse_margin: float = 0.05,
     base_rmse_tolerance: float = 0.1,
+    base_min_r2: float | None = None,
     entry_point: str | None = None,
     entry_point_space: dict[str, list[Any]] | None = None,
 ) -> RetrainResult:
@@ -255,6 +256,7 @@ def retrain(
             recent_weight=recent_weight,
             base_data=base_data,
             base_rmse_tolerance=base_rmse_tolerance,
+            base_min_r2=base_min_r2,
         )
     include_base_data = include_base(base_data, trigger)
     min_score = cfg.min_score if base_min_score is None else base_min_score
@@ -478,9 +480,12 @@ def retrain_regression(
     recent_weight: int,
     base_data: str,
     base_rmse_tolerance: float,
+    base_min_r2: float | None = None,
 ) -> RetrainResult:
-    """`retrain` for a regressor: the same data flow, gated by `regression_gate`."""
+    """`retrain` for a regressor: the same data flow, gated by `regression_gate`
+    (``base_min_r2`` None: the training config's ``min_r2``)."""
     include_base_data = include_base(base_data, trigger)
+    min_r2 = cfg.min_r2 if base_min_r2 is None else base_min_r2
     registry.use_tracking_uri(tracking_uri)
     client = registry.get_client(tracking_uri)
     exp_id = registry.ensure_experiment(client, cfg.experiment_name, tracking_uri)
@@ -514,7 +519,7 @@ def retrain_regression(
                 "base_data": f"{base_data}: {'included' if include_base_data else 'left out'}",
                 "rmse_margin": rmse_margin,
                 "base_rmse_tolerance": base_rmse_tolerance,
-                "min_r2": cfg.min_r2,
+                "min_r2": min_r2,
             }
         )
         best, cv_rmse, _ = search(
@@ -559,14 +564,14 @@ def retrain_regression(
             new_base["r2"],
             champ_base,
             rmse_margin=rmse_margin,
-            min_r2=cfg.min_r2,
+            min_r2=min_r2,
             base_rmse_tolerance=base_rmse_tolerance,
         )
         scores = (
             f"recent hold-out RMSE {new_recent['rmse']:.4g} vs champion v{champion} "
             f"{_fmt(champ_recent)} (margin {rmse_margin:.0%}); base hold-out RMSE "
             f"{new_base['rmse']:.4g} vs champion {_fmt(champ_base)}, R^2 "
-            f"{new_base['r2']:.4f} (min_r2 {cfg.min_r2}, tolerance {base_rmse_tolerance:.0%})"
+            f"{new_base['r2']:.4f} (min_r2 {min_r2}, tolerance {base_rmse_tolerance:.0%})"
         )
         version = None
         if not refusals:
@@ -600,7 +605,7 @@ def retrain_regression(
         rows_recent_train=len(r_train),
         rows_recent_holdout=len(r_hold),
         decision=decision,
-        min_score=cfg.min_r2,
+        min_score=min_r2,
         rows_base_holdout=len(b_hold),
         task=REGRESSION,
         challenger_rmse=new_recent["rmse"],

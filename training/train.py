@@ -148,6 +148,9 @@ def run_tuner(
             search_alg=BasicVariantGenerator(
                 random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials
             ),
+            # A new trial takes over a finished one's actor: no process start and imports
+            # per trial (the trainable keeps no state between calls).
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=name,

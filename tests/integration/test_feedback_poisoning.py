@@ -98,7 +98,7 @@ def test_flipped_labels_fire_the_detector_but_the_poisoned_model_is_not_register
     assert numbers["detectors"] == ["accuracy"]
 
     # What the monitor trains on after an accuracy drop: the labels after the change point.
-    Xr, yr, _ = core.labelled_after_accuracy_drop()
+    Xr, yr, _ = core.labelled_after_drop()
     retraining = load_retraining_config()
     result = retrain(
         cfg,

@@ -14,6 +14,7 @@ from monitoring.drift import (
     bonferroni_flags,
     chi_square_classes,
     drift_report,
+    error_change_point,
     ks_per_feature,
     psi,
     psi_per_feature,
@@ -323,3 +324,37 @@ def test_change_point_stays_at_zero_on_stationary_rows_and_on_a_rise():
     rise = np.concatenate([rng.random(200) < 0.5, rng.random(200) < 0.97])
     assert accuracy_change_point(rise).index == 0  # accuracy went up, not down
     assert accuracy_change_point([True, False] * 10).index == 0  # too short to split
+
+
+# ---- where a regressor's errors rose -----------------------------------------------------------
+def _gaussian_ll(e: np.ndarray) -> float:
+    return float(sps.norm.logpdf(e, e.mean(), e.std()).sum())
+
+
+def test_error_change_point_finds_the_rise_and_its_statistic_matches_scipy():
+    rng = np.random.default_rng(3)
+    # Absolute errors of a regressor with RMSE about 55, then of the same model after the
+    # target moved by 60 for half the rows.
+    before = np.abs(rng.normal(0, 55, 250))
+    after = np.abs(rng.normal(0, 55, 150) + np.where(rng.random(150) < 0.5, 60, 0))
+    cp = error_change_point(np.concatenate([before, after]))
+    assert abs(cp.index - 250) <= 25, cp
+    assert cp.before < 50 < cp.after and cp.p_value < 0.01
+    e = np.concatenate([before, after])
+    k = cp.index
+    # One variance for both segments: the split's LL uses the pooled residual variance.
+    pooled = np.concatenate([e[:k] - e[:k].mean(), e[k:] - e[k:].mean()])
+    split = float(sps.norm.logpdf(pooled, 0, np.sqrt(np.mean(pooled**2))).sum())
+    assert cp.statistic == pytest.approx(2 * (split - _gaussian_ll(e)), rel=1e-9)
+
+
+def test_error_change_point_stays_at_zero_on_stationary_errors_and_on_a_fall():
+    fired = 0
+    for seed in range(100):
+        e = np.abs(np.random.default_rng(seed).normal(0, 55, 400))
+        fired += error_change_point(e).index > 0
+    assert fired <= 3  # half-normal errors: Bonferroni keeps false alarms rare
+    rng = np.random.default_rng(1)
+    fall = np.concatenate([np.abs(rng.normal(0, 90, 200)), np.abs(rng.normal(0, 40, 200))])
+    assert error_change_point(fall).index == 0  # errors went down: nothing to cut
+    assert error_change_point([1.0, 2.0] * 10).index == 0  # too short to split

@@ -513,7 +513,7 @@ def test_rows_for_retraining_after_a_concept_shift_start_where_accuracy_dropped(
     clock.t += 10
     traffic.label(traffic.send(200), concept_shift=True)
     X_all, _ = core.labelled_feedback()
-    X, y, cp = core.labelled_after_accuracy_drop()
+    X, y, cp = core.labelled_after_drop()
     assert len(X_all) == 500
     assert abs(cp.index - 300) <= 30, cp  # about where the shift started
     assert cp.before > 0.9 and cp.after < cp.before - 0.15
@@ -523,7 +523,7 @@ def test_rows_for_retraining_after_a_concept_shift_start_where_accuracy_dropped(
     core2 = make_core(clock)
     traffic2 = Traffic(core2, clock, seed=6)
     traffic2.label(traffic2.send(400))
-    X2, _, cp2 = core2.labelled_after_accuracy_drop()
+    X2, _, cp2 = core2.labelled_after_drop()
     assert cp2.index == 0 and len(X2) == 400
 
 
