@@ -201,34 +201,17 @@ def test_admin_auth_split_sticky_pins_and_shadow(
     assert got["agreement"] == 1.0
 
 
-def test_good_challenger_is_promoted_through_every_step(
-    serve_app, champion, mlflow_uri, training_config, data
-):
-    X, y = data
-    url = serve_app(name=APP, rollout=RolloutConfig(**FAST))
-    name = training_config.model_name
-    v2 = copy_version(mlflow_uri, name, champion)
-    with Traffic(url, X, y, feedback=lambda i: y.iloc[i]) as traffic:
-        r = httpx.post(f"{url}/admin/rollout", json={"version": v2}, headers=ADMIN, timeout=120)
-        assert r.status_code == 200, r.text
-        client = registry.get_client(mlflow_uri)
-        # The controller's answer, not the alias: the alias moves first, inside the promotion.
-        status = wait_until(
-            lambda: (s := rollout_status(url))["rollout"] is None and s["champion"] == v2 and s,
-            180,
-            what="promotion of the challenger",
-            context=lambda: rollout_status(url),
-        )
-        assert registry.alias_version(client, name, registry.CHAMPION) == v2
-    statuses = Counter(s for s, _ in traffic.results)
-    assert set(statuses) == {200}, statuses
-    assert status["rollout"] is None and status["champion"] == v2
-    events = [(e["event"], e["version"]) for e in status["history"] if e["version"] == v2]
-    # 25% -> 50% -> promoted (reaching 100% is the promotion)
-    assert events[-3:] == [("started", v2), ("step", v2), ("promoted", v2)]
-    assert registry.alias_version(client, name, registry.CHALLENGER) is None
-    assert "mlops.promoted_at" in client.get_model_version(name, v2).tags
-    assert {v for _, v in traffic.results} == {champion, v2}
+@pytest.fixture(scope="module")
+def url(module_app, trained, mlflow_uri, training_config):
+    """One app for the rollouts below (a deploy costs about 15 s here), in this order: two
+    challengers rolled back, then one paused, its controller killed, resumed and promoted.
+    Each test starts from the champion the one before left; afterwards the session's
+    champion is restored for the next modules."""
+    from tests.conftest import reset_champion
+
+    reset_champion(mlflow_uri, training_config.model_name, trained.version)
+    yield module_app(name=APP, rollout=RolloutConfig(**FAST))
+    reset_champion(mlflow_uri, training_config.model_name, trained.version)
 
 
 def _assert_rolled_back(url, mlflow_uri, name, version, champion, fragment):
@@ -251,10 +234,10 @@ def _assert_rolled_back(url, mlflow_uri, name, version, champion, fragment):
     assert fragment in client.get_model_version(name, version).tags["mlops.rejected"]
 
 
-def test_failing_challenger_is_rolled_back(serve_app, champion, mlflow_uri, training_config, data):
+def test_failing_challenger_is_rolled_back(url, mlflow_uri, training_config, data):
     X, y = data
-    url = serve_app(name=APP, rollout=RolloutConfig(**FAST))
     name = training_config.model_name
+    champion = rollout_status(url)["champion"]
     base = registry.load_model(mlflow_uri, name, champion)
     bad = faults.register(mlflow_uri, name, faults.FlakyModel(base, failure_rate=0.3), X)
     with Traffic(url, X, y) as traffic:
@@ -269,12 +252,10 @@ def test_failing_challenger_is_rolled_back(serve_app, champion, mlflow_uri, trai
     assert failed and set(failed) == {500}
 
 
-def test_inaccurate_challenger_is_rolled_back(
-    serve_app, champion, mlflow_uri, training_config, data
-):
+def test_inaccurate_challenger_is_rolled_back(url, mlflow_uri, training_config, data):
     X, y = data
-    url = serve_app(name=APP, rollout=RolloutConfig(**FAST))
     name = training_config.model_name
+    champion = rollout_status(url)["champion"]
     # Trained on labels flipped for half the rows: clearly worse on the true labels.
     flipped = y.copy()
     flipped[X["mean_radius"] > X["mean_radius"].median()] ^= 1
@@ -298,30 +279,55 @@ def _replica_actor(deployment: str):
     return ray.get_actor(names[0], namespace="serve")
 
 
-def test_killed_controller_resumes_the_rollout_from_mlflow(
-    serve_app, champion, mlflow_uri, training_config, data
+def test_killed_controller_resumes_the_paused_rollout_which_then_promotes_through_every_step(
+    url, mlflow_uri, training_config, data
 ):
+    """The rollout state lives in MLflow: a controller killed mid-rollout comes back with the
+    same challenger, weights and pause; resumed, the challenger (as good as the champion)
+    walks every step to promotion while no request fails."""
     X, y = data
-    url = serve_app(name=APP, rollout=RolloutConfig(**{**FAST, "min_requests": 10**9}))
-    v2 = copy_version(mlflow_uri, training_config.model_name, champion)
+    name = training_config.model_name
+    champion = rollout_status(url)["champion"]
+    v2 = copy_version(mlflow_uri, name, champion)
     r = httpx.post(f"{url}/admin/rollout", json={"version": v2}, headers=ADMIN, timeout=120)
     assert r.status_code == 200, r.text
+    r = httpx.post(f"{url}/admin/rollout/pause", headers=ADMIN, timeout=30)
+    assert r.status_code == 200 and r.json()["rollout"]["paused"], r.text
     before = rollout_status(url)
     assert before["rollout"]["version"] == v2 and before["rollout"]["step"] == 0
-    with Traffic(url, X, y) as traffic:
+    client = registry.get_client(mlflow_uri)
+    with Traffic(url, X, y, feedback=lambda i: y.iloc[i]) as traffic:
         wait_until(lambda: len(traffic.results) > 20, 30, what="traffic")
         ray.kill(_replica_actor("RolloutController"), no_restart=False)
         wait_until(
             lambda: (
                 (s := rollout_status(url)).get("rollout") is not None
                 and s["rollout"]["version"] == v2
+                and s["rollout"]["paused"]
                 and not s["rollout"].get("resumed")
                 and s["weights"] == before["weights"]
             ),
             120,
-            what="controller back with the rollout resumed",
+            what="controller back with the rollout resumed, still paused",
         )
         n = len(traffic.results)
         wait_until(lambda: len(traffic.results) > n + 20, 30, what="traffic after restart")
-    assert {s for s, _ in traffic.results} == {200}
-    assert {v for _, v in traffic.results[-20:]} <= {champion, v2}
+        assert rollout_status(url)["rollout"]["step"] == 0  # paused: no step on its own
+        r = httpx.post(f"{url}/admin/rollout/resume", headers=ADMIN, timeout=30)
+        assert r.status_code == 200, r.text
+        # The controller's answer, not the alias: the alias moves first, inside the promotion.
+        status = wait_until(
+            lambda: (s := rollout_status(url))["rollout"] is None and s["champion"] == v2 and s,
+            180,
+            what="promotion of the challenger",
+            context=lambda: rollout_status(url),
+        )
+        assert registry.alias_version(client, name, registry.CHAMPION) == v2
+    statuses = Counter(s for s, _ in traffic.results)
+    assert set(statuses) == {200}, statuses
+    events = [(e["event"], e["version"]) for e in status["history"] if e["version"] == v2]
+    # 25% -> 50% -> promoted (reaching 100% is the promotion)
+    assert events[-3:] == [("started", v2), ("step", v2), ("promoted", v2)]
+    assert registry.alias_version(client, name, registry.CHALLENGER) is None
+    assert "mlops.promoted_at" in client.get_model_version(name, v2).tags
+    assert {v for _, v in traffic.results} == {champion, v2}
