@@ -216,9 +216,9 @@ def retrain(
     when the accuracy detector is among the trigger's detectors, because then the relation
     between features and label changed and the base labels contradict the new one (a model
     fit on both learns the old concept wherever the feedback does not cover the space).
-    A regression base dataset switches to `retrain_regression` (``rmse_margin``,
-    ``base_rmse_tolerance``; ``margin``, ``base_tolerance`` and ``base_min_score`` are the
-    classification gate's).
+    A regression base dataset goes the same way with the error metric (`_Policy`:
+    ``rmse_margin``, ``base_rmse_tolerance``, ``base_min_r2``; ``margin``, ``base_tolerance``
+    and ``base_min_score`` are the classification gate's).
     A champion our training did not register (`training.recipe.is_ours`) goes to
     `retrain_with_entry_point` when ``entry_point`` is set; without one it is refused (the
     DriftMonitor does not start a retraining then: "not configured").
@@ -243,142 +243,233 @@ def retrain(
             holdout_fraction=holdout_fraction,
         )
     base_X, base_y = load_dataset(cfg.dataset, cfg.target)
-    if resolve_task(cfg.task, base_y) == REGRESSION:
-        return retrain_regression(
-            cfg,
-            tracking_uri,
-            recent_X,
-            recent_y,
-            trigger=trigger,
-            base=(base_X, base_y),
-            rmse_margin=rmse_margin,
-            holdout_fraction=holdout_fraction,
-            recent_weight=recent_weight,
-            base_data=base_data,
-            base_rmse_tolerance=base_rmse_tolerance,
-            base_min_r2=base_min_r2,
-        )
+    task = resolve_task(cfg.task, base_y)
+    regression = task == REGRESSION
+    policy = _Policy.for_task(
+        cfg,
+        task,
+        margin=rmse_margin if regression else margin,
+        base_tolerance=base_rmse_tolerance if regression else base_tolerance,
+        floor=base_min_r2 if regression else base_min_score,
+    )
     include_base_data = include_base(base_data, trigger)
-    min_score = cfg.min_score if base_min_score is None else base_min_score
     registry.use_tracking_uri(tracking_uri)
     client = registry.get_client(tracking_uri)
     exp_id = registry.ensure_experiment(client, cfg.experiment_name, tracking_uri)
     # The same split as training.train: the champion trained on b_train never saw b_hold either.
     d = _split_data(
         cfg,
-        (base_X, base_y),
+        (base_X, base_y.astype("float64") if regression else base_y),
         recent_X,
         recent_y,
         holdout_fraction,
         recent_weight,
         include_base_data,
-        regression=False,
+        regression=regression,
     )
-    b_train, b_hold, yb_hold = d.b_train, d.b_hold, d.yb_hold
-    r_train, r_hold, y_train, y_hold = d.r_train, d.r_hold, d.y_train, d.y_hold
-    X_fit, y_fit = d.X_fit, d.y_fit
     champion = registry.alias_version(client, cfg.model_name, registry.CHAMPION)
     tags = _run_tags(trigger, champion)
+    metric = policy.metric
     with mlflow.start_run(
         experiment_id=exp_id, run_name=f"retrain-{cfg.model_name}", tags=tags
     ) as parent:
         pid = parent.info.run_id
         mlflow.log_params(
             {
-                "rows_base": len(b_train) if include_base_data else 0,
-                "rows_base_holdout": len(b_hold),
-                "rows_recent_train": len(r_train),
-                "rows_recent_holdout": len(r_hold),
+                "task": task,
+                "rows_base": len(d.b_train) if include_base_data else 0,
+                "rows_base_holdout": len(d.b_hold),
+                "rows_recent_train": len(d.r_train),
+                "rows_recent_holdout": len(d.r_hold),
                 "recent_weight": recent_weight,
                 "base_data": f"{base_data}: {'included' if include_base_data else 'left out'}",
-                "margin": margin,
-                "base_tolerance": base_tolerance,
-                "min_score": min_score,
+                **policy.params(),
             }
         )
-        best, cv_acc, _ = search(cfg, X_fit, y_fit, tracking_uri=tracking_uri, parent_run_id=pid)
+        best, cv_score, _ = search(
+            cfg, d.X_fit, d.y_fit, tracking_uri=tracking_uri, parent_run_id=pid, task=task
+        )
         model, info = fit_and_log(
             best,
-            X_fit,
-            y_fit,
+            d.X_fit,
+            d.y_fit,
             reference_size=cfg.reference_sample_size,
             seed=cfg.seed,
             dataset_name=f"{cfg.dataset}+feedback",
             # After drift the recent rows are the reference the new model should be judged on.
-            reference=(r_train, y_train),
+            reference=(d.r_train, d.y_train),
+            task=task,
         )
-        new_scores = evaluate(model, r_hold, y_hold)
-        new_base = evaluate(model, b_hold, yb_hold)["accuracy"]
-        champ_acc = champ_base = None
+        new_recent = evaluate(model, d.r_hold, d.y_hold, task)
+        new_base = evaluate(model, d.b_hold, d.yb_hold, task)
+        champ_recent = champ_base = None
         if champion is not None:
             champ_model = registry.load_model(tracking_uri, cfg.model_name, champion)
-            champ_acc = evaluate(champ_model, r_hold, y_hold)["accuracy"]
-            champ_base = evaluate(champ_model, b_hold, yb_hold)["accuracy"]
+            champ_recent = evaluate(champ_model, d.r_hold, d.y_hold, task)[metric]
+            champ_base = evaluate(champ_model, d.b_hold, d.yb_hold, task)[metric]
         mlflow.log_metrics(
             {
-                "cv_accuracy": cv_acc,
-                "recent_holdout_accuracy": new_scores["accuracy"],
-                "base_holdout_accuracy": new_base,
+                f"cv_{metric}": cv_score,
+                **{f"recent_holdout_{k}": v for k, v in new_recent.items()},
+                **{f"base_holdout_{k}": v for k, v in new_base.items()},
                 **(
-                    {"champion_recent_holdout_accuracy": champ_acc} if champ_acc is not None else {}
+                    {f"champion_recent_holdout_{metric}": champ_recent}
+                    if champ_recent is not None
+                    else {}
                 ),
                 **(
-                    {"champion_base_holdout_accuracy": champ_base} if champ_base is not None else {}
+                    {f"champion_base_holdout_{metric}": champ_base}
+                    if champ_base is not None
+                    else {}
                 ),
             }
         )
-        refusals = gate(
-            new_scores["accuracy"],
-            champ_acc,
-            new_base,
-            champ_base,
-            margin=margin,
-            min_score=min_score,
-            base_tolerance=base_tolerance,
-        )
-        scores = (
-            f"recent hold-out accuracy {new_scores['accuracy']:.4f} vs champion "
-            f"v{champion} {_fmt(champ_acc)} (margin {margin}); base hold-out accuracy "
-            f"{new_base:.4f} vs champion {_fmt(champ_base)} (min_score {min_score}, "
-            f"tolerance {base_tolerance})"
-        )
+        refusals = policy.refusals(new_recent[metric], champ_recent, new_base, champ_base)
+        scores = policy.describe(new_recent[metric], champion, champ_recent, new_base, champ_base)
         version = None
         if not refusals:
-            classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes_]
+            classes = [] if regression else [_plain(c) for c in model.classes_]
             version = register(
                 client,
                 cfg,
                 info,
-                feature_names=list(b_train.columns),
+                feature_names=list(d.b_train.columns),
                 classes=classes,
-                metrics=new_scores,
+                # The tags the drift monitor reads are the recent hold-out's scores.
+                metrics=new_recent,
                 family=best["family"],
                 extra_tags={
-                    "cv_accuracy": f"{cv_acc:.6f}",
+                    f"cv_{metric}": f"{cv_score:.6f}",
                     "mlops.trigger": tags["mlops.trigger"],
-                    "recent_holdout_accuracy": f"{new_scores['accuracy']:.6f}",
-                    "base_holdout_accuracy": f"{new_base:.6f}",
+                    f"recent_holdout_{metric}": f"{new_recent[metric]:.6f}",
+                    f"base_holdout_{metric}": f"{new_base[metric]:.6f}",
                 },
+                task=task,
             )
         decision = _record_decision(version, refusals, scores)
-    return RetrainResult(
+    result = RetrainResult(
         parent_run_id=pid,
         registered=version is not None,
         version=version,
-        challenger_accuracy=new_scores["accuracy"],
-        champion_accuracy=champ_acc,
+        challenger_accuracy=None,
+        champion_accuracy=None,
         champion_version=champion,
-        margin=margin,
-        rows_base=len(b_train) if include_base_data else 0,
-        rows_recent_train=len(r_train),
-        rows_recent_holdout=len(r_hold),
+        margin=policy.margin,
+        rows_base=len(d.b_train) if include_base_data else 0,
+        rows_recent_train=len(d.r_train),
+        rows_recent_holdout=len(d.r_hold),
         decision=decision,
-        base_accuracy=new_base,
-        champion_base_accuracy=champ_base,
-        base_tolerance=base_tolerance,
-        min_score=min_score,
-        rows_base_holdout=len(b_hold),
+        base_tolerance=policy.base_tolerance,
+        min_score=policy.floor,
+        rows_base_holdout=len(d.b_hold),
+        task=task,
     )
+    if regression:
+        result.challenger_rmse, result.champion_rmse = new_recent["rmse"], champ_recent
+        result.base_rmse, result.champion_base_rmse = new_base["rmse"], champ_base
+        result.base_r2 = new_base["r2"]
+    else:
+        result.challenger_accuracy, result.champion_accuracy = new_recent["accuracy"], champ_recent
+        result.base_accuracy, result.champion_base_accuracy = new_base["accuracy"], champ_base
+    return result
+
+
+@dataclass(frozen=True)
+class _Policy:
+    """A task's registration gate: its metric, the margin on the recent hold-out, and the base
+    hold-out's tolerance and floor (classification: accuracy, ``margin`` absolute,
+    ``base_tolerance`` below the champion, ``min_score``; regression: RMSE, ``rmse_margin``
+    relative, ``base_rmse_tolerance`` relative, ``min_r2`` on R^2)."""
+
+    task: str
+    margin: float
+    base_tolerance: float
+    floor: float
+
+    @classmethod
+    def for_task(
+        cls,
+        cfg: TrainingConfig,
+        task: str,
+        *,
+        margin: float,
+        base_tolerance: float,
+        floor: float | None,
+    ) -> _Policy:
+        """``floor`` None: the training config's own (``min_r2`` or ``min_score``)."""
+        if floor is None:
+            floor = cfg.min_r2 if task == REGRESSION else cfg.min_score
+        return cls(task, margin, base_tolerance, floor)
+
+    @property
+    def metric(self) -> str:
+        return "rmse" if self.task == REGRESSION else "accuracy"
+
+    def params(self) -> dict[str, float]:
+        if self.task == REGRESSION:
+            return {
+                "rmse_margin": self.margin,
+                "base_rmse_tolerance": self.base_tolerance,
+                "min_r2": self.floor,
+            }
+        return {
+            "margin": self.margin,
+            "base_tolerance": self.base_tolerance,
+            "min_score": self.floor,
+        }
+
+    def refusals(
+        self,
+        recent: float,
+        champion_recent: float | None,
+        base: dict[str, float] | None,
+        champion_base: float | None,
+    ) -> list[str]:
+        """`gate` or `regression_gate`; ``base`` (the winner's base hold-out scores) None
+        when there is no base dataset."""
+        if self.task == REGRESSION:
+            return regression_gate(
+                recent,
+                champion_recent,
+                base["rmse"] if base else None,
+                base["r2"] if base else None,
+                champion_base,
+                rmse_margin=self.margin,
+                min_r2=self.floor,
+                base_rmse_tolerance=self.base_tolerance,
+            )
+        return gate(
+            recent,
+            champion_recent,
+            base["accuracy"] if base else None,
+            champion_base,
+            margin=self.margin,
+            min_score=self.floor,
+            base_tolerance=self.base_tolerance,
+        )
+
+    def describe(
+        self,
+        recent: float,
+        champion: str | None,
+        champion_recent: float | None,
+        base: dict[str, float],
+        champion_base: float | None,
+    ) -> str:
+        """The numbers behind a decision, for its ``mlops.decision`` tag."""
+        if self.task == REGRESSION:
+            return (
+                f"recent hold-out RMSE {recent:.4g} vs champion v{champion} "
+                f"{_fmt(champion_recent)} (margin {self.margin:.0%}); base hold-out RMSE "
+                f"{base['rmse']:.4g} vs champion {_fmt(champion_base)}, R^2 {base['r2']:.4f} "
+                f"(min_r2 {self.floor}, tolerance {self.base_tolerance:.0%})"
+            )
+        return (
+            f"recent hold-out accuracy {recent:.4f} vs champion v{champion} "
+            f"{_fmt(champion_recent)} (margin {self.margin}); base hold-out accuracy "
+            f"{base['accuracy']:.4f} vs champion {_fmt(champion_base)} (min_score {self.floor}, "
+            f"tolerance {self.base_tolerance})"
+        )
 
 
 def _record_decision(version: str | None, refusals: list[str], scores: str) -> str:
@@ -467,156 +558,6 @@ def regression_gate(
     return out
 
 
-def retrain_regression(
-    cfg: TrainingConfig,
-    tracking_uri: str,
-    recent_X: np.ndarray,
-    recent_y: np.ndarray,
-    *,
-    trigger: dict[str, Any],
-    base: tuple[pd.DataFrame, pd.Series],
-    rmse_margin: float,
-    holdout_fraction: float,
-    recent_weight: int,
-    base_data: str,
-    base_rmse_tolerance: float,
-    base_min_r2: float | None = None,
-) -> RetrainResult:
-    """`retrain` for a regressor: the same data flow, gated by `regression_gate`
-    (``base_min_r2`` None: the training config's ``min_r2``)."""
-    include_base_data = include_base(base_data, trigger)
-    min_r2 = cfg.min_r2 if base_min_r2 is None else base_min_r2
-    registry.use_tracking_uri(tracking_uri)
-    client = registry.get_client(tracking_uri)
-    exp_id = registry.ensure_experiment(client, cfg.experiment_name, tracking_uri)
-    d = _split_data(
-        cfg,
-        (base[0], base[1].astype("float64")),
-        recent_X,
-        recent_y,
-        holdout_fraction,
-        recent_weight,
-        include_base_data,
-        regression=True,
-    )
-    b_train, b_hold, yb_hold = d.b_train, d.b_hold, d.yb_hold
-    r_train, r_hold, y_train, y_hold = d.r_train, d.r_hold, d.y_train, d.y_hold
-    X_fit, y_fit = d.X_fit, d.y_fit
-    champion = registry.alias_version(client, cfg.model_name, registry.CHAMPION)
-    tags = _run_tags(trigger, champion)
-    with mlflow.start_run(
-        experiment_id=exp_id, run_name=f"retrain-{cfg.model_name}", tags=tags
-    ) as parent:
-        pid = parent.info.run_id
-        mlflow.log_params(
-            {
-                "task": REGRESSION,
-                "rows_base": len(b_train) if include_base_data else 0,
-                "rows_base_holdout": len(b_hold),
-                "rows_recent_train": len(r_train),
-                "rows_recent_holdout": len(r_hold),
-                "recent_weight": recent_weight,
-                "base_data": f"{base_data}: {'included' if include_base_data else 'left out'}",
-                "rmse_margin": rmse_margin,
-                "base_rmse_tolerance": base_rmse_tolerance,
-                "min_r2": min_r2,
-            }
-        )
-        best, cv_rmse, _ = search(
-            cfg, X_fit, y_fit, tracking_uri=tracking_uri, parent_run_id=pid, task=REGRESSION
-        )
-        model, info = fit_and_log(
-            best,
-            X_fit,
-            y_fit,
-            reference_size=cfg.reference_sample_size,
-            seed=cfg.seed,
-            dataset_name=f"{cfg.dataset}+feedback",
-            reference=(r_train, y_train),
-            task=REGRESSION,
-        )
-        new_recent = evaluate(model, r_hold, y_hold, REGRESSION)
-        new_base = evaluate(model, b_hold, yb_hold, REGRESSION)
-        champ_recent = champ_base = None
-        if champion is not None:
-            champ_model = registry.load_model(tracking_uri, cfg.model_name, champion)
-            champ_recent = evaluate(champ_model, r_hold, y_hold, REGRESSION)["rmse"]
-            champ_base = evaluate(champ_model, b_hold, yb_hold, REGRESSION)["rmse"]
-        mlflow.log_metrics(
-            {
-                "cv_rmse": cv_rmse,
-                "recent_holdout_rmse": new_recent["rmse"],
-                "recent_holdout_mae": new_recent["mae"],
-                "base_holdout_rmse": new_base["rmse"],
-                "base_holdout_r2": new_base["r2"],
-                **(
-                    {"champion_recent_holdout_rmse": champ_recent}
-                    if champ_recent is not None
-                    else {}
-                ),
-                **({"champion_base_holdout_rmse": champ_base} if champ_base is not None else {}),
-            }
-        )
-        refusals = regression_gate(
-            new_recent["rmse"],
-            champ_recent,
-            new_base["rmse"],
-            new_base["r2"],
-            champ_base,
-            rmse_margin=rmse_margin,
-            min_r2=min_r2,
-            base_rmse_tolerance=base_rmse_tolerance,
-        )
-        scores = (
-            f"recent hold-out RMSE {new_recent['rmse']:.4g} vs champion v{champion} "
-            f"{_fmt(champ_recent)} (margin {rmse_margin:.0%}); base hold-out RMSE "
-            f"{new_base['rmse']:.4g} vs champion {_fmt(champ_base)}, R^2 "
-            f"{new_base['r2']:.4f} (min_r2 {min_r2}, tolerance {base_rmse_tolerance:.0%})"
-        )
-        version = None
-        if not refusals:
-            version = register(
-                client,
-                cfg,
-                info,
-                feature_names=list(b_train.columns),
-                classes=[],
-                # The tags the drift monitor reads are the recent hold-out's errors.
-                metrics=new_recent,
-                family=best["family"],
-                extra_tags={
-                    "cv_rmse": f"{cv_rmse:.6f}",
-                    "mlops.trigger": tags["mlops.trigger"],
-                    "recent_holdout_rmse": f"{new_recent['rmse']:.6f}",
-                    "base_holdout_rmse": f"{new_base['rmse']:.6f}",
-                },
-                task=REGRESSION,
-            )
-        decision = _record_decision(version, refusals, scores)
-    return RetrainResult(
-        parent_run_id=pid,
-        registered=version is not None,
-        version=version,
-        challenger_accuracy=None,
-        champion_accuracy=None,
-        champion_version=champion,
-        margin=rmse_margin,
-        rows_base=len(b_train) if include_base_data else 0,
-        rows_recent_train=len(r_train),
-        rows_recent_holdout=len(r_hold),
-        decision=decision,
-        min_score=min_r2,
-        rows_base_holdout=len(b_hold),
-        task=REGRESSION,
-        challenger_rmse=new_recent["rmse"],
-        champion_rmse=champ_recent,
-        base_rmse=new_base["rmse"],
-        champion_base_rmse=champ_base,
-        base_r2=new_base["r2"],
-        base_tolerance=base_rmse_tolerance,
-    )
-
-
 def _champion_tags(tracking_uri: str, model_name: str) -> dict[str, str] | None:
     """The champion's version tags; None when there is no champion."""
     client = registry.get_client(tracking_uri)
@@ -688,24 +629,14 @@ def retrain_with_entry_point(
                 f"champion_recent_holdout_{metric}": champ,
             }
         )
-        if regression:
-            refusals = regression_gate(
-                new,
-                champ,
-                None,
-                None,
-                None,
-                rmse_margin=rmse_margin,
-                min_r2=cfg.min_r2,
-                base_rmse_tolerance=0.0,
-            )
-        else:
-            refusals = gate(
-                new, champ, None, None, margin=margin, min_score=cfg.min_score, base_tolerance=0.0
-            )
+        # No base dataset for such a model: only the recent hold-out's comparison applies.
+        policy = _Policy.for_task(
+            cfg, task, margin=rmse_margin if regression else margin, base_tolerance=0.0, floor=None
+        )
+        refusals = policy.refusals(new, champ, None, None)
         scores = (
             f"entry point {entry_point} {best}: recent hold-out {metric} {new:.4g} vs "
-            f"champion v{champion} {champ:.4g} (margin {rmse_margin if regression else margin})"
+            f"champion v{champion} {champ:.4g} (margin {policy.margin})"
         )
         version = None
         if not refusals:
