@@ -21,9 +21,15 @@ def monitor_status(url: str) -> dict:
     return r.json()
 
 
-def test_feedback_batch_joins_known_ids_and_counts_the_rest(serve_app, champion, data):
+@pytest.fixture(scope="module")
+def url(module_app, trained):
+    """One app for both tests (a deploy costs about 15 s here): the counting test first, on
+    fresh windows; then the monitor is killed under traffic."""
+    return module_app(name=APP)
+
+
+def test_feedback_batch_joins_known_ids_and_counts_the_rest(url, champion, data):
     X, y = data
-    url = serve_app(name=APP)
     with httpx.Client(timeout=30) as c:
         ids = []
         for i in range(5):
@@ -78,9 +84,8 @@ def _monitor_replica() -> str:
     return names[0]
 
 
-def test_killed_drift_monitor_fails_no_prediction_and_comes_back(serve_app, champion, data):
+def test_killed_drift_monitor_fails_no_prediction_and_comes_back(url, champion, data):
     X, y = data
-    url = serve_app(name=APP)
     predictions: list[int] = []
     feedback: list[int] = []
     stop = threading.Event()
