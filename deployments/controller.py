@@ -207,10 +207,12 @@ class RolloutController:
         """
         core = self._core
         if slot is not None and replica_id is not None:
-            before = core.load_errors()
+            before = core.load_errors(), core.loaded()
             core.record_replica(slot, replica_id, loaded, refused)
-            if core.load_errors() != before:
-                core.bump()  # routers answer 503 with the reason, /health says it
+            if (core.load_errors(), core.loaded()) != before:
+                # Refusals: routers answer 503 with the reason, /health says it. A slot's
+                # loaded versions: /health turns ready once the champion's slot holds it.
+                core.bump()
                 await self._notify()
         if not core.known and core.adopt_provisional(held):
             await self._notify()

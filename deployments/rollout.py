@@ -197,6 +197,7 @@ class RolloutCore:
             "last_error": self.last_error,
             "rollout": dict(self.rollout) if self.rollout else None,
             "replicas": {s: self.replica_count(s) for s in SLOTS},
+            "loaded": self.loaded(),
             "registry_reachable": self.registry_health.reachable,
             "provisional": self.provisional,
             "load_errors": self.load_errors(),
@@ -257,6 +258,22 @@ class RolloutCore:
         now = self.clock()
         alive = [r for r in self.replicas[slot].values() if now - r.at <= self.heartbeat_ttl_s]
         return bool(alive) and all(r.loaded == version for r in alive)
+
+    def loaded(self) -> dict[str, list[str]]:
+        """Per slot, the versions some live replica of it has loaded: a router reports ready
+        only once the champion's slot holds the champion (its first request would otherwise
+        wait for the load)."""
+        now = self.clock()
+        return {
+            slot: sorted(
+                {
+                    r.loaded
+                    for r in self.replicas[slot].values()
+                    if r.loaded is not None and now - r.at <= self.heartbeat_ttl_s
+                }
+            )
+            for slot in SLOTS
+        }
 
     def _slot_holds(self, slot: str) -> str | None:
         """The one version every live replica of ``slot`` reports loaded, else None."""

@@ -471,6 +471,9 @@ class Router:
                 "of its own (a label source must not hold admin rights)"
             )
         self._slots = {"blue": blue, "green": green}
+        # (slot, version) pairs a replica reported loaded since this router started: readiness
+        # waits for the champion's once, at start, not again while a replica restarts.
+        self._seen_loaded: set[tuple[str, str]] = set()
         self._controller = controller
         self._monitor = monitor
         self._args = args
@@ -651,6 +654,31 @@ class Router:
 
     def _ready(self) -> bool:
         return self._split.ready and self._champion_refused() is None
+
+    def _champion_loading(self) -> str | None:
+        """The slot still loading the champion (no replica of it has reported it loaded since
+        this router started), else None. Readiness waits for it once: the first request would
+        otherwise wait for the load. None too when the controller does not report loads (an
+        older one)."""
+        state = self._state
+        if not state or state.get("loaded") is None:
+            return None
+        champion = state.get("champion")
+        for slot, version in state["slots"].items():
+            if version != champion or (slot, version) in self._seen_loaded:
+                continue
+            if version in state["loaded"].get(slot, []):
+                self._seen_loaded.add((slot, version))
+                continue
+            return slot
+        return None
+
+    def _loading_answer(self, slot: str) -> Response:
+        return _error(
+            503,
+            f"the champion v{self._state['champion']} is still loading in slot {slot}; "
+            "retry shortly",
+        )
 
     def _not_ready(self, admin: bool = False) -> Response:
         state = self._state
@@ -985,6 +1013,9 @@ class Router:
         """OIP readiness: 200 when a champion is routable, else 503."""
         if not self._ready():
             return _reencode(self._not_ready(), _oip_error)
+        loading = self._champion_loading()
+        if loading is not None:
+            return _reencode(self._loading_answer(loading), _oip_error)
         return _json({"ready": True})
 
     def _oip_model(self, name: str, version: str | None = None) -> dict[str, Any] | Response:
@@ -1193,6 +1224,11 @@ class Router:
                 }
                 for v, e in load_errors.items()
             }
+        loading = self._champion_loading() if body["ready"] else None
+        if loading is not None:
+            body["ready"] = False
+            body["detail"] = json.loads(self._loading_answer(loading).body)["detail"]
+            return _json(body, 503)
         if not body["ready"]:
             body["detail"] = json.loads(self._not_ready(admin).body)["detail"]
             return _json(body, 503)

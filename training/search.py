@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from ray import tune
 from sklearn.ensemble import (
     GradientBoostingClassifier,
     GradientBoostingRegressor,
@@ -23,30 +22,33 @@ from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score, cro
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-# Hyperparameters per family. The flat space keeps Tune's random search simple; each family
-# reads only its own keys, and `family_params` strips the others before they are logged.
-SPACE: dict[str, dict[str, Any]] = {
-    "logistic_regression": {"lr_C": tune.loguniform(1e-3, 1e2)},
+# Hyperparameters per family, as (Tune sampler, low, high): `search_space` makes the Tune
+# objects, so that importing this module (the model servers do, through training.safe_load,
+# for the estimator allow-list) does not import Ray Tune: about 3 s of a replica's first model
+# load here. The flat space keeps Tune's random search simple; each family reads only its own
+# keys, and `family_params` strips the others before they are logged.
+SPACE: dict[str, dict[str, tuple[str, float, float]]] = {
+    "logistic_regression": {"lr_C": ("loguniform", 1e-3, 1e2)},
     "random_forest": {
-        "rf_n_estimators": tune.randint(20, 150),
-        "rf_max_depth": tune.randint(2, 12),
-        "rf_min_samples_leaf": tune.randint(1, 8),
+        "rf_n_estimators": ("randint", 20, 150),
+        "rf_max_depth": ("randint", 2, 12),
+        "rf_min_samples_leaf": ("randint", 1, 8),
     },
     "gradient_boosting": {
-        "gb_n_estimators": tune.randint(20, 150),
-        "gb_learning_rate": tune.loguniform(1e-2, 0.5),
-        "gb_max_depth": tune.randint(1, 5),
+        "gb_n_estimators": ("randint", 20, 150),
+        "gb_learning_rate": ("loguniform", 1e-2, 0.5),
+        "gb_max_depth": ("randint", 1, 5),
     },
-    "ridge": {"ridge_alpha": tune.loguniform(1e-3, 1e2)},
+    "ridge": {"ridge_alpha": ("loguniform", 1e-3, 1e2)},
     "random_forest_regressor": {
-        "rfr_n_estimators": tune.randint(20, 150),
-        "rfr_max_depth": tune.randint(2, 12),
-        "rfr_min_samples_leaf": tune.randint(1, 8),
+        "rfr_n_estimators": ("randint", 20, 150),
+        "rfr_max_depth": ("randint", 2, 12),
+        "rfr_min_samples_leaf": ("randint", 1, 8),
     },
     "gradient_boosting_regressor": {
-        "gbr_n_estimators": tune.randint(20, 150),
-        "gbr_learning_rate": tune.loguniform(1e-2, 0.5),
-        "gbr_max_depth": tune.randint(1, 5),
+        "gbr_n_estimators": ("randint", 20, 150),
+        "gbr_learning_rate": ("loguniform", 1e-2, 0.5),
+        "gbr_max_depth": ("randint", 1, 5),
     },
 }
 
@@ -76,9 +78,13 @@ def check_families(families: list[str], task: str) -> None:
 
 
 def search_space(families: list[str], seed: int) -> dict[str, Any]:
+    from ray import tune
+
     space: dict[str, Any] = {"family": tune.choice(list(families)), "seed": seed}
     for fam in families:
-        space.update(SPACE[fam])
+        space.update(
+            {key: getattr(tune, kind)(lo, hi) for key, (kind, lo, hi) in SPACE[fam].items()}
+        )
     return space
 
 
@@ -213,4 +219,6 @@ def cv_score(config: dict[str, Any], X: np.ndarray, y: np.ndarray, folds: int) -
 
 def trainable(config: dict[str, Any], X: np.ndarray, y: np.ndarray, folds: int) -> None:
     """Ray Tune function trainable: one cross-validated score per trial."""
+    from ray import tune
+
     tune.report(cv_score(config, X, y, folds))

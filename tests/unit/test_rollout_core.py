@@ -23,6 +23,20 @@ def test_bootstrap_puts_champion_alone_in_blue(client):
     assert c.snapshot()["versions"]["1"]["feature_names"] == ["x"]
 
 
+def test_snapshot_reports_what_live_replicas_have_loaded(client):
+    """What a router's readiness waits for: the champion's slot holds it on a live replica."""
+    now = [1000.0]
+    c = RolloutCore(model_name=NAME, client=client, wall=lambda: now[0], clock=lambda: now[0])
+    c.bootstrap()
+    assert c.snapshot()["loaded"] == {"blue": [], "green": []}
+    c.record_replica("blue", "r1", None)  # started, still loading
+    assert c.snapshot()["loaded"]["blue"] == []
+    c.record_replica("blue", "r2", "1")
+    assert c.snapshot()["loaded"] == {"blue": ["1"], "green": []}
+    now[0] += c.heartbeat_ttl_s + 1  # neither replica heard from since: not live
+    assert c.snapshot()["loaded"]["blue"] == []
+
+
 def test_rollout_state_survives_a_restart(client):
     c = core(client)
     c.bootstrap()
