@@ -116,7 +116,8 @@ class LoadedModel:
     ``flavor`` says how it was loaded (`training.safe_load.load_served`): ``sklearn`` and the
     native flavors (lightgbm, xgboost, catboost) hold an estimator, called on the numpy rows
     (classifiers also answer ``predict_proba``; a scikit-learn one whose predict is argmax of
-    it, in one pass); ``python_function`` holds a `mlflow.pyfunc.PyFuncModel`, called on a
+    it, in one pass), or on a DataFrame of named columns when its signature has string
+    columns; ``python_function`` holds a `mlflow.pyfunc.PyFuncModel`, called on a
     DataFrame of ``feature_names`` cast to the signature's column types (or an array of the
     signature's tensor dtype and shape)."""
 
@@ -147,6 +148,13 @@ class LoadedModel:
             for s in self.input_schema
             if s.get("name") in self.feature_names and s["type"] in _COLUMN_DTYPES
         }
+        # A signature with string columns: the router sends an object matrix (str and float
+        # cells), and an estimator gets a DataFrame too (a ColumnTransformer selects its
+        # columns by name); a numeric model keeps the numpy rows.
+        self._strings = any(
+            s.get("type") == "string" and s.get("name") in self.feature_names
+            for s in self.input_schema
+        )
 
     @property
     def has_probabilities(self) -> bool:
@@ -157,6 +165,8 @@ class LoadedModel:
         (columns in ``classes_`` order), None where the model has none."""
         if self._pyfunc:
             return self.model.predict(self.model_input(X)), None
+        if self._strings:
+            X = self.model_input(X)
         if self._proba_only:
             proba = self.model.predict_proba(X)
             return self._classes[np.argmax(proba, axis=1)], proba
@@ -165,7 +175,9 @@ class LoadedModel:
         return self.model.predict(X), None
 
     def model_input(self, X: np.ndarray) -> pd.DataFrame | np.ndarray:
-        """What a pyfunc's predict gets for rows ``X`` (in ``feature_names`` order)."""
+        """What a pyfunc's predict (or an estimator with string columns) gets for rows ``X``
+        (in ``feature_names`` order): a DataFrame of the named columns cast to the signature's
+        types, string columns as ``str`` objects."""
         if self._tensor:
             # A 2-D [-1, k] tensor (`load_version` refuses other shapes): the rows as they are.
             return np.asarray(X).astype(self.input_schema[0]["dtype"], copy=False)

@@ -5,7 +5,9 @@ carries ``inputs``, a list of tensors ``{name, shape, datatype, data}`` with ``d
 nested in row-major order. Two layouts reach the same model: one tensor per feature column
 (named by the feature, shape ``[n]`` or ``[n, 1]``), or one 2-D tensor ``[n, k]`` in feature
 order. Both become the float matrix ``/predict`` builds, under the same bounds (rows per
-request, magnitude of a value, finiteness), built with numpy in one pass per tensor.
+request, magnitude of a value, finiteness), built with numpy in one pass per tensor. A model
+whose signature has string columns takes the column layout, a BYTES tensor per string column,
+and gets the object matrix ``/predict`` builds for it (`schemas.mixed_matrix`).
 
 Pure functions, no Ray: every rejection is a `schemas.InputError` (400 for a bad tensor,
 413 for too many rows) that the router answers as ``{"error": "..."}``.
@@ -14,12 +16,13 @@ Pure functions, no Ray: every rejection is a `schemas.InputError` (400 for a bad
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from deployments.schemas import FLOAT32_MAX, InputError, text_field
+from deployments.schemas import FLOAT32_MAX, MAX_STRING_CHARS, InputError, text_field
 
 FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
@@ -357,8 +360,37 @@ def _matrix_layout(tensor: dict, k: int, max_rows: int, max_abs: float) -> np.nd
     return _as_float(_decode(tensor, label, shape, max_rows * k), label, max_abs)
 
 
+def _as_strings(arr: np.ndarray, label: str) -> np.ndarray:
+    """A string column's values (a BYTES tensor) as an object array of ``str``."""
+    if arr.dtype.kind not in "US":
+        raise _bad(
+            f"{label}: the model's signature types this column string: send it as a BYTES "
+            "tensor of strings"
+        )
+    values = arr.astype(str).astype(object)
+    for i, v in enumerate(values):
+        if len(v) > MAX_STRING_CHARS or not _utf8(v):
+            raise _bad(
+                f"{label}: element {i} is a string of {len(v)} characters; a string column "
+                f"takes valid Unicode strings of at most {MAX_STRING_CHARS} characters"
+            )
+    return values
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escape such as "\\ud800"
+        return False
+    return True
+
+
 def _column_layout(
-    inputs: list[dict], names: list[str], max_rows: int, max_abs: float
+    inputs: list[dict],
+    names: list[str],
+    max_rows: int,
+    max_abs: float,
+    strings: Sequence[int] = (),
 ) -> np.ndarray:
     given = [t["name"] for t in inputs]
     if len(set(given)) != len(given):
@@ -374,9 +406,10 @@ def _column_layout(
             f"tensor per feature {names} of shape [n], or one 2-D tensor [n, {len(names)}]"
         )
     by_name = {t["name"]: t for t in inputs}
+    text = set(strings)
     columns = []
     n_rows = None
-    for name in names:
+    for j, name in enumerate(names):
         label = f"input {name!r}"
         shape = _shape(by_name[name], label)
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
@@ -386,9 +419,17 @@ def _column_layout(
             _check_rows(n_rows, max_rows)
         elif shape[0] != n_rows:
             raise _bad(f"{label}: {shape[0]} rows, but the first column has {n_rows}")
-        arr = _decode(by_name[name], label, shape, max_rows)
-        columns.append(_as_float(arr.reshape(-1), label, max_abs))
-    return np.column_stack(columns)
+        arr = _decode(by_name[name], label, shape, max_rows).reshape(-1)
+        if j in text:
+            columns.append(_as_strings(arr, label))
+        else:
+            columns.append(_as_float(arr, label, max_abs))
+    if not text:
+        return np.column_stack(columns)
+    out = np.empty((n_rows, len(names)), dtype=object)
+    for j, col in enumerate(columns):
+        out[:, j] = col
+    return out
 
 
 def _wanted_outputs(payload: dict, known: list[str]) -> list[str] | None:
@@ -413,11 +454,14 @@ def parse_infer(
     max_abs: float = FLOAT32_MAX,
     known_outputs: list[str] | None = None,
     binary: bytes = b"",
+    strings: Sequence[int] = (),
 ) -> InferRequest:
     """Validate an infer body into the (n, k) float matrix of ``feature_names``, or raise
     `InputError`. A single 2-D tensor whose name is not a feature is the matrix layout;
     otherwise every tensor is a feature column. ``binary``: the bytes after the JSON header
-    (binary tensor data extension, see `split_body`)."""
+    (binary tensor data extension, see `split_body`). A model with string columns
+    (``strings``: their indices) takes the column layout only, a BYTES tensor per string
+    column, and gets the object matrix `schemas.mixed_matrix` builds."""
     inputs = _tensors(payload, binary)
     k = len(feature_names)
     one = inputs[0]
@@ -427,10 +471,16 @@ def parse_infer(
         and len(one["shape"]) == 2
         and (one["name"] not in feature_names or one["shape"][1] != 1)
     )
+    if is_matrix and strings:
+        raise _bad(
+            f"input {one['name']!r:.60}: this model has string columns "
+            f"{[feature_names[j] for j in strings][:10]}; send one tensor per feature of shape "
+            "[n] (BYTES for a string column), not one 2-D tensor"
+        )
     if is_matrix:
         X = _matrix_layout(one, k, max_rows, max_abs)
     else:
-        X = _column_layout(inputs, feature_names, max_rows, max_abs)
+        X = _column_layout(inputs, feature_names, max_rows, max_abs, strings)
     parameters = payload.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise _bad("parameters must be an object")

@@ -30,11 +30,26 @@ def record_bytes(record: dict[str, Any]) -> int:
     size = RECORD_OVERHEAD_BYTES
     for key in ("features", "predictions"):
         value = record.get(key)
-        if isinstance(value, np.ndarray):
+        if isinstance(value, np.ndarray) and value.dtype.kind == "O":
+            # A model with string columns: the pointers plus each cell's own object.
+            size += value.nbytes + _objects_bytes(value)
+        elif isinstance(value, np.ndarray):
             size += value.nbytes
         elif isinstance(value, (list, tuple)):
             size += LIST_ITEM_BYTES * _elements(value)
     return size
+
+
+# A str object's header; its characters come on top (at most 256 per cell, see
+# deployments.schemas.MAX_STRING_CHARS).
+STR_OVERHEAD_BYTES = 49
+
+
+def _objects_bytes(value: np.ndarray) -> int:
+    """Estimated memory of the Python objects an object array points to."""
+    return sum(
+        STR_OVERHEAD_BYTES + len(v) if isinstance(v, str) else LIST_ITEM_BYTES for v in value.flat
+    )
 
 
 def _elements(value: list | tuple) -> int:

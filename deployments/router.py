@@ -17,6 +17,7 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -332,13 +333,36 @@ def _body_example(doc: dict[str, Any], path: str, media: str, example: Any) -> N
         content[media]["example"] = example
 
 
+# The example value of a string column in the OpenAPI request examples.
+STRING_EXAMPLE = "a"
+
+
+def _infer_example(feature_names: list[str], row: list[Any], strings: set[int]) -> dict:
+    """An OIP infer body of ``row``: one 2-D FP64 tensor for a numeric model, one tensor per
+    column (BYTES for a string column) when the model has string columns."""
+    if not strings:
+        k = len(feature_names)
+        return {"inputs": [{"name": "input-0", "shape": [1, k], "datatype": "FP64", "data": row}]}
+    return {
+        "inputs": [
+            {"name": n, "shape": [1], "datatype": "BYTES" if j in strings else "FP64", "data": [v]}
+            for j, (n, v) in enumerate(zip(feature_names, row, strict=True))
+        ]
+    }
+
+
 def fill_examples(
-    doc: dict[str, Any], feature_names: list[str], model_name: str, version: str
+    doc: dict[str, Any],
+    feature_names: list[str],
+    model_name: str,
+    version: str,
+    strings: Sequence[int] = (),
 ) -> dict[str, Any]:
     """``doc`` with request examples a client can send as they are to the model served:
-    its feature names and count, its registered name and live version in OIP paths."""
-    k = len(feature_names)
-    row = [0.0] * k
+    its feature names and count (a string for a string column, ``strings``: their indices),
+    its registered name and live version in OIP paths."""
+    text = set(strings)
+    row = [STRING_EXAMPLE if j in text else 0.0 for j in range(len(feature_names))]
     _body_example(doc, "/predict", "application/json", {"features": [row]})
     _body_example(
         doc,
@@ -346,9 +370,9 @@ def fill_examples(
         "application/json",
         {"dataframe_split": {"columns": feature_names, "data": [row]}},
     )
-    csv = ",".join(feature_names) + "\n" + ",".join("0.0" for _ in feature_names) + "\n"
+    csv = ",".join(feature_names) + "\n" + ",".join(str(v) for v in row) + "\n"
     _body_example(doc, "/invocations", "text/csv", csv)
-    infer = {"inputs": [{"name": "input-0", "shape": [1, k], "datatype": "FP64", "data": row}]}
+    infer = _infer_example(feature_names, row, text)
     for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
         _body_example(doc, path, "application/json", infer)
     values = {"name": model_name, "version": version}
@@ -797,6 +821,7 @@ class Router:
             info["feature_names"],
             self._args["max_batch_rows"],
             self._limits["max_abs_feature"],
+            schemas.string_columns(info),
         )
 
     async def _predict_path(
@@ -975,6 +1000,7 @@ class Router:
                 info["feature_names"],
                 self._args["max_batch_rows"],
                 self._limits["max_abs_feature"],
+                schemas.string_columns(info),
             )
 
         out = await self._run(
@@ -1109,6 +1135,7 @@ class Router:
                     self._limits["max_abs_feature"],
                     list(dict.fromkeys(known)),
                     binary,
+                    schemas.string_columns(info),
                 )
             )
             return parsed[0].X
@@ -1175,7 +1202,13 @@ class Router:
         version = (state or {}).get("champion")
         info = (state or {}).get("versions", {}).get(version) if version else None
         if info and info.get("feature_names"):
-            fill_examples(doc, list(info["feature_names"]), state["model_name"], version)
+            fill_examples(
+                doc,
+                list(info["feature_names"]),
+                state["model_name"],
+                version,
+                schemas.string_columns(info),
+            )
         return _json(doc)
 
     @api.get("/docs", include_in_schema=False)

@@ -2,13 +2,17 @@
 
 Every rejection is an `InputError` with an HTTP status and a message that says what was wrong
 and what was expected; the router turns it into a JSON 4xx.
+
+Rows become a float64 matrix, built by numpy in one pass. Only a model whose signature has
+string (categorical) columns gets an object matrix instead (`mixed_matrix`: ``str`` and
+``float`` cells, checked one by one), so numeric models pay nothing for strings.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -200,8 +204,21 @@ def _bad_cell(rows: list, n_features: int, max_abs: float) -> str:
     return f"values must be finite numbers of magnitude at most {max_abs:.7g}"
 
 
+def string_columns(info: dict[str, Any]) -> list[int]:
+    """Indices in ``info["feature_names"]`` of the columns the version's signature
+    (``info["input_schema"]``) types ``string``; empty for a numeric-only model, whose rows
+    keep the float matrix path."""
+    names = info.get("feature_names") or []
+    kinds = {s.get("name"): s.get("type") for s in info.get("input_schema") or ()}
+    return [j for j, name in enumerate(names) if kinds.get(name) == "string"]
+
+
 def to_matrix(
-    rows: Any, feature_names: list[str], max_rows: int, max_abs: float = FLOAT32_MAX
+    rows: Any,
+    feature_names: list[str],
+    max_rows: int,
+    max_abs: float = FLOAT32_MAX,
+    strings: Sequence[int] = (),
 ) -> np.ndarray:
     """Turn rows (one or many, lists or objects keyed by feature name) into a float matrix
     of shape (n, len(feature_names)), or raise `InputError`.
@@ -209,7 +226,16 @@ def to_matrix(
     Every cell must be a number of magnitude at most ``max_abs``: a list as a cell (a 3-D
     input, or ``features`` given as an object of columns), a finite value beyond float32 (tree
     models cast to float32 and raise) or 1e308 (a scaler overflows) is the client's error, not
-    the model's."""
+    the model's. A model with string columns (``strings``: their indices, see
+    `string_columns`) gets an object matrix instead (`mixed_matrix`)."""
+    rows = _row_lists(rows, feature_names, max_rows)
+    if strings:
+        return mixed_matrix(rows, feature_names, strings, max_abs)
+    return _float_matrix(rows, len(feature_names), max_abs)
+
+
+def _row_lists(rows: Any, feature_names: list[str], max_rows: int) -> list[list[Any]]:
+    """``rows`` as a list of lists of ``len(feature_names)`` cells (not yet checked)."""
     n_features = len(feature_names)
     if isinstance(rows, dict):
         rows = [rows]
@@ -237,6 +263,10 @@ def to_matrix(
                 f"row {i} has {got} values; the model expects {n_features} features: "
                 f"{feature_names}",
             )
+    return rows
+
+
+def _float_matrix(rows: list[list[Any]], n_features: int, max_abs: float) -> np.ndarray:
     # numpy would silently turn true/false into 1/0.
     if any(type(v) is bool for row in rows for v in row):
         raise InputError(422, _bad_cell(rows, n_features, max_abs))
@@ -261,6 +291,58 @@ def to_matrix(
     return arr
 
 
+# The longest string a string column takes (a category name, not a document).
+MAX_STRING_CHARS = 256
+
+
+def _string_cell(v: Any, i: int, name: str) -> str:
+    if not isinstance(v, str):
+        raise InputError(
+            422,
+            f"row {i}, column {name!r}: {_show(v)} is not a string; the signature's type of "
+            "this column is string (send it quoted)",
+        )
+    if len(v) > MAX_STRING_CHARS or not _utf8(v):
+        raise InputError(
+            422,
+            f"row {i}, column {name!r}: expected a string of at most {MAX_STRING_CHARS} "
+            f"characters of valid Unicode, got {len(v)} characters",
+        )
+    return v
+
+
+def _number_cell(v: Any, i: int, name: str, max_abs: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InputError(
+            422, f"row {i}, column {name!r}: {_show(v)} is not a number; this column takes one"
+        )
+    try:
+        x = float(v)
+    except OverflowError:
+        x = math.inf
+    if not abs(x) <= max_abs:  # NaN too
+        raise InputError(
+            422,
+            f"row {i}, column {name!r}: {_show(v)} is not a finite number of magnitude at most "
+            f"{max_abs:.7g} (NaN and infinity are refused)",
+        )
+    return x
+
+
+def mixed_matrix(
+    rows: list[list[Any]], feature_names: list[str], strings: Sequence[int], max_abs: float
+) -> np.ndarray:
+    """The object matrix of a model with string columns: ``str`` cells in the columns
+    ``strings`` (at most `MAX_STRING_CHARS` characters), ``float`` cells elsewhere under the
+    bounds of `to_matrix`; or raise `InputError` 422 naming the row and column."""
+    text = set(strings)
+    out = np.empty((len(rows), len(feature_names)), dtype=object)
+    for i, row in enumerate(rows):
+        for j, (name, v) in enumerate(zip(feature_names, row, strict=True)):
+            out[i, j] = _string_cell(v, i, name) if j in text else _number_cell(v, i, name, max_abs)
+    return out
+
+
 # MLflow column types that take only some numbers: the whole ones within the type's range,
 # or 0 and 1 for a boolean (JSON true/false are refused by to_matrix: numpy would make them 1/0).
 _WHOLE_RANGES = {"integer": (-(2**31), 2**31), "long": (-(2**63), 2**63)}  # [lo, hi)
@@ -278,7 +360,7 @@ def check_column_types(X: np.ndarray, info: dict[str, Any]) -> None:
         if kind not in _WHOLE_RANGES and kind != "boolean" or spec.get("name") not in names:
             continue
         j = names.index(spec["name"])
-        col = X[:, j]
+        col = X[:, j].astype(np.float64, copy=False)  # an object matrix's numbers too
         if kind == "boolean":
             bad = (col != 0) & (col != 1)
             expected = "0 or 1 (the signature's type is boolean)"
@@ -537,10 +619,15 @@ def parse_parquet(body: bytes) -> Any:
 
 
 def frame_to_matrix(
-    frame: Any, feature_names: list[str], max_rows: int, max_abs: float = FLOAT32_MAX
+    frame: Any,
+    feature_names: list[str],
+    max_rows: int,
+    max_abs: float = FLOAT32_MAX,
+    strings: Sequence[int] = (),
 ) -> np.ndarray:
     """The (n, k) float matrix of a DataFrame whose columns are exactly ``feature_names`` (any
-    order), or raise `InputError`; the same bounds as `to_matrix`, checked column-wise."""
+    order), or raise `InputError`; the same bounds as `to_matrix`, checked column-wise. With
+    string columns (``strings``) the object matrix of `mixed_matrix`."""
     columns = [str(c) for c in frame.columns]
     if set(columns) != set(feature_names) or len(columns) != len(feature_names):
         missing = [n for n in feature_names if n not in set(columns)]
@@ -558,6 +645,10 @@ def frame_to_matrix(
             413, f"batch of {n} rows is over the maximum of {max_rows} rows per request"
         )
     frame = frame.set_axis(columns, axis=1)
+    if strings:
+        return mixed_matrix(
+            frame[feature_names].to_numpy(dtype=object).tolist(), feature_names, strings, max_abs
+        )
     for name in feature_names:
         kind = frame[name].dtype.kind
         if kind not in "iuf":

@@ -60,6 +60,7 @@ from monitoring.windows import (
     RequestIndex,
     RowWindow,
     as_real,
+    feature_matrix,
 )
 
 FEATURE_DETECTORS = ("ks", "psi", "chi2", "prediction_ks")
@@ -141,6 +142,9 @@ class _Version:
     live_rows: list[np.ndarray] = field(default_factory=list)
     live_predictions: list[Any] = field(default_factory=list)
     feature_reference_end: int | None = None
+    # Indices of string (categorical) columns, seen in the reference or the served rows:
+    # NaN in the windows, skipped by KS and PSI.
+    string_columns: frozenset[int] = frozenset()
 
     @property
     def collecting(self) -> bool:
@@ -265,7 +269,11 @@ class DriftMonitorCore:
         NaN: no error detector) is the error detector's baseline.
         """
         version = str(version)
-        ref = None if reference_features is None else np.asarray(reference_features, dtype=float)
+        ref, strings = (
+            (None, frozenset())
+            if reference_features is None
+            else feature_matrix(reference_features)
+        )
         if ref is not None and (ref.ndim != 2 or len(ref) == 0):
             raise ValueError("reference_features must be a non-empty 2-D array")
         if ref is not None and feature_names is not None and len(feature_names) != ref.shape[1]:
@@ -274,6 +282,7 @@ class DriftMonitorCore:
             )
         v = self._version(version)
         v.reference = ref
+        v.string_columns = strings
         v.feature_names = list(feature_names) if feature_names is not None else None
         v.task = task
         v.reference_source = "live" if ref is None else reference_source
@@ -351,7 +360,7 @@ class DriftMonitorCore:
             v.errors += 1
             return "errors", 0
         try:
-            X = np.asarray(rec["features"], dtype=float)
+            X, strings = feature_matrix(rec["features"])
             raw = rec["predictions"] if "predictions" in rec else [rec["prediction"]]
             if X.ndim == 1:
                 X = X[None, :]
@@ -363,10 +372,12 @@ class DriftMonitorCore:
             X.ndim != 2
             or len(X) == 0
             or len(preds) != len(X)
-            or not np.isfinite(X).all()
             or (width is not None and X.shape[1] != width)
+            or not _finite(X, strings)
         ):
             return "invalid", 0
+        if strings - v.string_columns:
+            v.string_columns = v.string_columns | strings
         v.rows.append(X, preds)
         if v.collecting:
             self._collect_live(v, X, preds)
@@ -533,6 +544,7 @@ class DriftMonitorCore:
             reference=v.reference,
             current=current,
             feature_names=v.feature_names,
+            string_columns=v.string_columns,
             min_samples=cfg.min_samples,
             ks_alpha=cfg.ks_alpha,
             psi_threshold=cfg.psi_threshold,
@@ -906,6 +918,13 @@ class DriftMonitorCore:
             },
             "last_evaluation": None if rep is None else rep.to_dict(),
         }
+
+
+def _finite(X: np.ndarray, strings: frozenset[int]) -> bool:
+    """Whether every numeric cell of ``X`` is finite (string columns are NaN by design)."""
+    if not strings:
+        return bool(np.isfinite(X).all())
+    return bool(np.isfinite(np.delete(X, sorted(strings), axis=1)).all())
 
 
 def _per_row(raw: Any, rows: int) -> list[Any]:

@@ -29,7 +29,7 @@ two detectors are:
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -524,6 +524,32 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+STRING_COLUMNS = "string_columns"
+
+
+def _numeric_columns(
+    rep: DriftReport,
+    ref: np.ndarray,
+    cur: np.ndarray,
+    names: list[str],
+    string_columns: Collection[int],
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The numeric columns of ``ref`` and ``cur`` and their names; string (categorical)
+    columns are left out of KS and PSI, which compare numbers, and the report's ``skipped``
+    says so under `STRING_COLUMNS` (every column a string: KS and PSI are skipped)."""
+    text = sorted(j for j in set(string_columns) if 0 <= j < ref.shape[1])
+    if not text:
+        return ref, cur, names
+    keep = [j for j in range(ref.shape[1]) if j not in set(text)]
+    skipped_names = [names[j] for j in text]
+    rep.skipped[STRING_COLUMNS] = (
+        f"KS and PSI skip string columns {skipped_names}: they compare numbers"
+    )
+    if not keep:
+        rep.skipped["ks"] = rep.skipped["psi"] = "every feature is a string column"
+    return ref[:, keep], cur[:, keep], [names[j] for j in keep]
+
+
 def drift_report(
     *,
     version: str | None,
@@ -535,6 +561,7 @@ def drift_report(
     ks_alpha: float,
     psi_threshold: float,
     psi_bins: int,
+    string_columns: Collection[int] = (),
     reference_classes: Sequence[Hashable] | dict[Hashable, float] | None = None,
     current_predictions: Sequence[Hashable] = (),
     classes: Sequence[Hashable] = (),
@@ -584,6 +611,8 @@ def drift_report(
         names = list(feature_names or [f"f{j}" for j in range(ref.shape[1])])
         if len(names) != ref.shape[1]:
             names = [f"f{j}" for j in range(ref.shape[1])]
+        ref, cur, names = _numeric_columns(rep, ref, cur, names, string_columns)
+    if "ks" not in skipped:
         stat, p = ks_per_feature(ref, cur)
         flags = bonferroni_flags(p, ks_alpha)
         psis = psi_per_feature(ref, cur, psi_bins)

@@ -15,6 +15,9 @@ these that works, and says which (``reference_source``):
 4. ``live``: none of the above; the first ``live_reference_rows`` rows the champion serves
    become the reference (`DriftMonitorCore` collects them, bounded).
 
+A model whose signature has string (categorical) columns gets them as text in the reference,
+from any of these sources: the monitor leaves them out of KS and PSI and says so.
+
 A version our training registered (`training.recipe.is_ours`) uses its artifact only: failing
 to read it raises, as a registry outage must not swap its reference for a weaker one.
 The performance baselines always come from the version's tags (``test_accuracy`` /
@@ -85,17 +88,35 @@ def _read_table(path: str) -> pd.DataFrame:
     return pd.read_csv(p)
 
 
+def string_features(info: Any) -> set[str]:
+    """Columns the version's signature types ``string`` (categorical): kept as text in a
+    reference frame, where every other column becomes float."""
+    return {
+        s.get("name")
+        for s in getattr(info, "input_schema", None) or ()
+        if s.get("type") == "string"
+    }
+
+
+def _typed(frame: pd.DataFrame, strings: set[str]) -> pd.DataFrame:
+    """``frame`` with its numeric columns as float and its string columns as objects (the
+    monitor leaves those out of KS and PSI: `monitoring.windows.feature_matrix`)."""
+    if not strings & set(frame.columns):
+        return frame.astype(float)
+    return frame.astype({c: object if c in strings else float for c in frame.columns})
+
+
 def _features_and_labels(
-    frame: pd.DataFrame, feature_names: list[str]
+    frame: pd.DataFrame, feature_names: list[str], strings: set[str] | None = None
 ) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """The model's feature columns of ``frame`` and, when exactly one other column is left
-    (the dataset's target), its values as labels."""
+    """The model's feature columns of ``frame`` (``strings``: those typed string) and, when
+    exactly one other column is left (the dataset's target), its values as labels."""
     missing = [c for c in feature_names if c not in frame.columns]
     if not feature_names or missing:
         raise ValueError(f"feature columns missing from the dataset: {missing or 'all'}")
     rest = [c for c in frame.columns if c not in feature_names]
     labels = frame[rest[0]].to_numpy() if len(rest) == 1 else None
-    return frame[feature_names].astype(float), labels
+    return _typed(frame[feature_names], strings or set()), labels
 
 
 def logged_dataset(client, info: Any) -> tuple[pd.DataFrame, np.ndarray | None] | None:
@@ -110,7 +131,7 @@ def logged_dataset(client, info: Any) -> tuple[pd.DataFrame, np.ndarray | None] 
             source = mlflow.data.get_source(dataset_input)
             with tempfile.TemporaryDirectory(prefix="raymlops-ref-") as tmp:
                 frame = _read_table(source.load(dst_path=tmp))
-            return _features_and_labels(frame, list(info.feature_names))
+            return _features_and_labels(frame, list(info.feature_names), string_features(info))
         except (NotImplementedError, MlflowException, OSError, ValueError) as exc:
             name = dataset_input.dataset.name
             log.info("reference: logged dataset %s of v%s not usable: %s", name, info.version, exc)
@@ -138,7 +159,7 @@ def input_example(client, info: Any, min_rows: int) -> pd.DataFrame | None:
     names = list(info.feature_names)
     if names and all(c in frame.columns for c in names):
         frame = frame[names]
-    return frame.astype(float)
+    return _typed(frame, string_features(info))
 
 
 def resolve_reference(

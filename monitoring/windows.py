@@ -15,6 +15,31 @@ from typing import Any
 import numpy as np
 
 
+def feature_matrix(values: Any) -> tuple[np.ndarray, frozenset[int]]:
+    """Feature rows as a float matrix, and the indices of its string columns.
+
+    A model whose signature has string (categorical) columns sends object rows (``str`` and
+    ``float`` cells; a reference frame read from a dataset too): its string columns become
+    NaN here, and the detectors skip them (KS and PSI compare numbers). Numeric rows convert
+    as ``np.asarray(values, dtype=float)`` does. Raises ValueError or TypeError for rows that
+    are neither."""
+    arr = values if isinstance(values, np.ndarray) else np.asarray(values)
+    if arr.dtype.kind not in "OUS":
+        return arr.astype(float, copy=False), frozenset()
+    arr = np.asarray(values, dtype=object)
+    if arr.ndim != 2:
+        arr = arr.reshape(1, -1) if arr.ndim == 1 else arr
+    if arr.ndim != 2:
+        raise ValueError(f"expected rows x features, got {arr.ndim}-D")
+    strings = frozenset(
+        j for j in range(arr.shape[1]) if any(isinstance(v, str) for v in arr[:, j])
+    )
+    out = np.full(arr.shape, np.nan)
+    numeric = [j for j in range(arr.shape[1]) if j not in strings]
+    out[:, numeric] = arr[:, numeric].astype(float)
+    return out, strings
+
+
 class RowWindow:
     """The newest ``capacity`` rows (features and the prediction for each row), in order.
 

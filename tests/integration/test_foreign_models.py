@@ -31,7 +31,11 @@ pytestmark = pytest.mark.ray
 APP = "foreign-models"
 LOADING_ENV = {
     "MLOPS_MODEL_LOADING__ALLOWED_FLAVORS": "[sklearn, lightgbm, python_function]",
-    "MLOPS_MODEL_LOADING__ALLOWED_ESTIMATORS": "[sklearn.linear_model._ridge.Ridge]",
+    "MLOPS_MODEL_LOADING__ALLOWED_ESTIMATORS": (
+        "[sklearn.linear_model._ridge.Ridge, "
+        "sklearn.compose._column_transformer.ColumnTransformer, "
+        "sklearn.linear_model._logistic.LogisticRegression]"
+    ),
 }
 
 
@@ -88,7 +92,8 @@ def deploy_ready(serve_app, client, name: str) -> str:
 
 def predict_every_way(client, url: str, name: str, rows: pd.DataFrame) -> dict:
     """/predict (records), /invocations (dataframe_split) and /v2/models/{name}/infer (one
-    tensor per column) must answer the same; returns /predict's body."""
+    tensor per column, BYTES for a string column) must answer the same; returns /predict's
+    body."""
     r = client.post(f"{url}/predict", json={"features": rows.to_dict(orient="records")})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -103,7 +108,7 @@ def predict_every_way(client, url: str, name: str, rows: pd.DataFrame) -> dict:
         {
             "name": c,
             "shape": [len(rows)],
-            "datatype": "INT64" if rows[c].dtype.kind in "iu" else "FP64",
+            "datatype": {"i": "INT64", "u": "INT64", "O": "BYTES"}.get(rows[c].dtype.kind, "FP64"),
             "data": rows[c].tolist(),
         }
         for c in rows.columns
@@ -230,6 +235,83 @@ def test_custom_pyfunc_serves_its_dataframe(
     assert "row 1, column 'n': 2.5 is not a whole number" in r.json()["detail"], r.text
     r = client.post(f"{url}/invocations", json={"dataframe_records": bad})
     assert r.status_code == 422 and "column 'n'" in r.json()["message"], r.text
+
+
+def test_sklearn_pipeline_with_a_string_column_serves_on_every_protocol(
+    serve_app, trusting_servers, ray_cluster, mlflow_uri, client
+):
+    """A OneHotEncoder on a categorical "color" column, numeric columns passed through: the
+    signature (from a DataFrame) has a string column, and every route takes it as text."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(size=200),
+            "color": rng.choice(["red", "green", "blue"], 200),
+            "k": rng.integers(0, 5, 200).astype(np.int64),
+        }
+    )
+    y = np.where((frame["color"] == "red") ^ (frame["x"] > 0), "yes", "no")
+    encode = ColumnTransformer(
+        [("oh", OneHotEncoder(handle_unknown="ignore"), ["color"])], remainder="passthrough"
+    )
+    model = Pipeline([("pre", encode), ("clf", LogisticRegression())]).fit(frame, y)
+    name = "team_color_pipeline"
+    version = register(
+        mlflow_uri,
+        name,
+        lambda: mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="skops",
+            signature=infer_signature(frame, model.predict(frame)),
+            pip_requirements=["scikit-learn"],
+        ),
+    )
+    url = deploy_ready(serve_app, client, name)
+    rows = frame.iloc[:25]
+    body = predict_every_way(client, url, name, rows)
+    want = mlflow.pyfunc.load_model(registry.model_uri(name, version)).predict(rows)
+    assert body["predictions"] == want.tolist() and set(want) == {"yes", "no"}
+    np.testing.assert_allclose(body["probabilities"], model.predict_proba(rows), rtol=1e-9)
+    # Rows as lists in feature order, and CSV, answer the same.
+    r = client.post(f"{url}/predict", json={"features": rows.to_numpy().tolist()})
+    assert r.status_code == 200 and r.json()["predictions"] == body["predictions"], r.text
+    csv = client.post(
+        f"{url}/invocations",
+        content=rows.to_csv(index=False),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert csv.status_code == 200 and csv.json()["predictions"] == body["predictions"], csv.text
+    # A number in the string column: 422 naming the row, the column and "string".
+    bad = rows.iloc[:2].to_dict(orient="records")
+    bad[1]["color"] = 7
+    r = client.post(f"{url}/predict", json={"features": bad})
+    assert r.status_code == 422, r.text
+    assert "row 1, column 'color': 7 is not a string" in r.json()["detail"], r.text
+    r = client.post(f"{url}/invocations", json={"dataframe_records": bad})
+    assert r.status_code == 422 and "column 'color'" in r.json()["message"], r.text
+    # The OpenAPI example gives the string column a string; the metadata calls it BYTES.
+    doc = client.get(f"{url}/openapi.json").json()
+    example = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert example["example"]["features"][0][1] == "a", example
+    meta = client.get(f"{url}/v2/models/{name}").json()
+    assert {"name": "color", "datatype": "BYTES", "shape": [-1]} in meta["inputs"], meta
+
+    # The drift monitor takes every row (none dropped as invalid) and leaves "color" out of
+    # the per-feature scores.
+    def monitored():
+        status = client.get(f"{url}/monitor/status").json()
+        seen = status["versions"].get(version, {}).get("rows_seen", 0)
+        return status if seen >= 3 * len(rows) + len(rows) else None
+
+    status = wait_until(monitored, timeout=60, what="rows reach the monitor")
+    assert status["records"]["invalid"] == 0, status["records"]
+    assert "color" not in status["features"]
 
 
 REFUSALS = [

@@ -649,3 +649,61 @@ def test_early_labels_are_bounded_by_bytes_too():
     )
     assert core.status()["feedback"]["pending"] == early["entries"]
     assert "s39" in core._early and "s0" not in core._early
+
+
+# ---- string (categorical) columns ------------------------------------------------------------
+def mixed_rows(rng: np.random.Generator, n: int, shift: float = 0.0) -> np.ndarray:
+    """Rows as the router sends them for a model with a string column: an object matrix of
+    (x float, color str, z float)."""
+    X = np.empty((n, 3), dtype=object)
+    X[:, 0] = (rng.normal(size=n) + shift).tolist()
+    X[:, 1] = rng.choice(["red", "green", "blue"], n).tolist()
+    X[:, 2] = rng.normal(size=n).tolist()
+    return X
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["logged_reference", "live_reference"])
+def test_string_columns_are_kept_and_skipped_by_ks_psi_numeric_ones_still_tested(live):
+    clock = Clock()
+    core = make_core(clock, min_samples=100, live_reference_rows=300)
+    rng = np.random.default_rng(7)
+    names = ["x", "color", "z"]
+    ref = None if live else mixed_rows(rng, 400)
+    core.set_reference("1", ref, None, None, names, ["a", "b"], reference_source="input_example")
+    records = [
+        {
+            "kind": "request",
+            "request_id": f"r{i}",
+            "features": mixed_rows(rng, 10, shift=0.0 if i < 30 else 3.0),
+            "predictions": ["a"] * 5 + ["b"] * 5,
+            "model_version": "1",
+            "latency_ms": 1.0,
+            "error": None,
+            "ts": clock(),
+        }
+        for i in range(60)
+    ]
+    counts = core.add_records(records)
+    # Not one record dropped as invalid: every row of them is in the window.
+    assert counts["accepted"] == 60 and counts["invalid"] == 0 and counts["rows"] == 600
+    rep = core.evaluate()
+    assert "color" in rep.skipped["string_columns"], rep.skipped
+    assert "ks" not in rep.skipped and "psi" not in rep.skipped, rep.skipped
+    assert [f.name for f in rep.features] == ["x", "z"]
+    # x shifted by 3 standard deviations in the later half: KS and PSI see it, z stays put.
+    assert rep.fired["ks"] and rep.fired["psi"]
+    assert rep.flagged_features == ["x"], rep.features
+    json.dumps(core.status())  # the status stays JSON-able
+
+
+def test_list_rows_with_strings_are_accepted_and_non_finite_numbers_still_refused():
+    """A record whose rows are JSON-like lists holding a string is accepted (its string
+    column is NaN in the window); a NaN in a numeric column is still invalid."""
+    clock = Clock()
+    core = make_core(clock, min_samples=10)
+    rng = np.random.default_rng(3)
+    core.set_reference("1", mixed_rows(rng, 50), None, None, ["x", "color", "z"], ["a"])
+    row = {"kind": "request", "model_version": "1", "predictions": ["a"], "error": None}
+    assert core.add_records([{**row, "features": [[0.1, "red", 0.2]]}])["accepted"] == 1
+    bad = core.add_records([{**row, "features": [[float("nan"), "red", 0.2]]}])
+    assert bad["invalid"] == 1  # a non-finite numeric cell is still refused

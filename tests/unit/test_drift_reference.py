@@ -321,3 +321,64 @@ def test_our_version_without_its_artifact_is_an_error_not_a_weaker_reference(uri
     version = register_ridge(example_rows=5, tags={"family": "ridge", "task": "regression"})
     with pytest.raises(Exception):  # noqa: B017 - whatever MLflow raises for the missing file
         resolve_reference(registry.get_client(uri), NAME, version)
+
+
+# ---- a model with a string (categorical) column ------------------------------------------------
+def colored(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {"x": rng.normal(size=n), "color": rng.choice(["red", "green"], n), "z": rng.normal(size=n)}
+    )
+
+
+def register_colored(source: str, dataset_path: str) -> str:
+    """A OneHotEncoder pipeline over "color" whose reference is a logged dataset file, or a
+    large input example (``source``)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    X = colored(200)
+    y = (X["x"] > 0).astype(int)
+    encode = ColumnTransformer([("oh", OneHotEncoder(), ["color"])], remainder="passthrough")
+    model = Pipeline([("pre", encode), ("clf", LogisticRegression())]).fit(X, y)
+    with mlflow.start_run():
+        if source == "logged_dataset":
+            X.assign(target=y).to_csv(dataset_path, index=False)
+            ds = mlflow.data.from_pandas(
+                pd.read_csv(dataset_path), source=dataset_path, targets="target"
+            )
+            mlflow.log_input(ds)
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(X, model.predict(X)),
+            input_example=X.head(150) if source == "input_example" else None,
+            pip_requirements=["scikit-learn"],
+        )
+    return str(mlflow.register_model(info.model_uri, NAME).version)
+
+
+@pytest.mark.parametrize("source", ["logged_dataset", "input_example"])
+def test_a_string_column_stays_text_in_the_reference_and_is_skipped_by_ks_psi(
+    source, uri, tmp_path
+):
+    version = register_colored(source, str(tmp_path / "train.csv"))
+    out = resolve_reference(registry.get_client(uri), NAME, version, min_reference_rows=100)
+    assert out["reference_source"] == source
+    assert out["feature_names"] == ["x", "color", "z"]
+    ref = out["reference_features"]
+    n = len(ref)
+    assert set(ref[:, 1]) == {"red", "green"}
+    np.testing.assert_allclose(ref[:, 0].astype(float), colored(200)["x"][:n], rtol=1e-9)
+    core = DriftMonitorCore(DriftConfig(min_samples=50, window_size=500))
+    core.set_reference(version, **out)
+    rows = colored(100, seed=1).to_numpy(dtype=object)
+    counts = core.add_records(
+        [{"model_version": version, "features": rows, "predictions": [1] * 100, "error": None}]
+    )
+    assert counts["accepted"] == 1 and counts["rows"] == 100
+    rep = core.evaluate()
+    assert "color" in rep.skipped["string_columns"]
+    assert [f.name for f in rep.features] == ["x", "z"] and "ks" in rep.fired

@@ -219,3 +219,73 @@ def test_to_rows_refuses_an_answer_of_the_wrong_length():
         to_rows(np.array([1.0, 2.0]), 3)
     assert to_rows(np.array([[1, 2], [3, 4]]), 2) == [[1, 2], [3, 4]]
     assert to_rows(pd.Series(["a", "b"]), 2) == ["a", "b"]
+
+
+# ---- a scikit-learn Pipeline with a string (categorical) column ------------------------------
+PIPELINE_ESTIMATORS = [
+    "sklearn.compose._column_transformer.ColumnTransformer",
+    "sklearn.linear_model._logistic.LogisticRegression",
+]
+
+
+@pytest.fixture(scope="module")
+def color_pipeline(tmp_path_factory):
+    """A team's pipeline: OneHotEncoder on "color", the numeric columns passed through, logged
+    with ``infer_signature`` on a DataFrame (so "color" is a ``string`` column)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    n = 300
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "color": rng.choice(["red", "green", "blue"], n),
+            "k": rng.integers(0, 5, n).astype(np.int64),
+        }
+    )
+    y = ((frame["color"] == "red") ^ (frame["x"] > 0)).astype(int)
+    encode = ColumnTransformer(
+        [("oh", OneHotEncoder(handle_unknown="ignore"), ["color"])], remainder="passthrough"
+    )
+    model = Pipeline([("pre", encode), ("clf", LogisticRegression())]).fit(frame, y)
+    path = tmp_path_factory.mktemp("color") / "model"
+    mlflow.sklearn.save_model(
+        model,
+        str(path),
+        serialization_format="skops",
+        signature=infer_signature(frame, model.predict(frame)),
+        pip_requirements=["scikit-learn"],
+    )
+    return path, frame
+
+
+@pytest.mark.parametrize("flavor", ["sklearn", "python_function"])
+def test_a_string_pipeline_answers_what_pyfunc_predict_answers(flavor, color_pipeline):
+    from deployments import schemas
+
+    path, frame = color_pipeline
+    cfg = ModelLoadingConfig(allowed_flavors=[flavor], allowed_estimators=PIPELINE_ESTIMATORS)
+    loaded = served(path, cfg)
+    assert loaded.flavor == flavor and loaded.feature_names == ["x", "color", "k"]
+    info = {"feature_names": loaded.feature_names, "input_schema": loaded.input_schema}
+    rows = frame.iloc[:40]
+    # What the router builds from the JSON rows: an object matrix of str and float cells.
+    X = schemas.to_matrix(rows.to_dict(orient="records"), loaded.feature_names, 100, strings=[1])
+    assert schemas.string_columns(info) == [1]
+    answers = _split(loaded, X, [15, 25])  # two requests in one pass, as a batch
+    got = answers[0]["predictions"] + answers[1]["predictions"]
+    assert got == mlflow_predict(path, rows).tolist()
+    assert len(set(got)) == 2  # both classes: the answers depend on the rows
+    if flavor == "sklearn":
+        # The estimator is called on the named columns (its ColumnTransformer selects
+        # "color" by name) and answers probabilities too.
+        probabilities = answers[0]["probabilities"] + answers[1]["probabilities"]
+        np.testing.assert_allclose(probabilities, loaded.model.predict_proba(rows))
+    # An unseen category is the model's business (handle_unknown="ignore"), not an error.
+    unseen = schemas.to_matrix([[0.1, "purple", 2]], loaded.feature_names, 10, strings=[1])
+    (answer,) = _split(loaded, unseen, [1])
+    frame_unseen = pd.DataFrame({"x": [0.1], "color": ["purple"], "k": [2]})
+    assert answer["predictions"] == mlflow_predict(path, frame_unseen).tolist()

@@ -316,3 +316,81 @@ def test_openapi_documents_errors_security_and_the_served_models_example():
     assert infer["parameters"][0]["example"] == "bc"
     # and the example parses as a request for this model
     assert parse(infer["requestBody"]["content"]["application/json"]["example"]).X.shape == (1, 3)
+
+
+# ---- a model with a string (categorical) column: one BYTES tensor for it ----------------------
+MIXED = ["x", "color", "n"]
+STRINGS = [1]  # "color", as schemas.string_columns finds it in the signature
+
+
+def mixed_body(colors=("red", "blue"), color_type="BYTES") -> dict:
+    return {
+        "inputs": [
+            {"name": "x", "shape": [2], "datatype": "FP64", "data": [0.5, -1.0]},
+            {"name": "color", "shape": [2], "datatype": color_type, "data": list(colors)},
+            {"name": "n", "shape": [2, 1], "datatype": "INT64", "data": [[3], [4]]},
+        ]
+    }
+
+
+def parse_mixed(body, binary=b"") -> np.ndarray:
+    return oip.parse_infer(body, MIXED, 10, binary=binary, strings=STRINGS).X
+
+
+def test_a_bytes_tensor_per_string_column_gives_the_object_matrix():
+    X = parse_mixed(mixed_body())
+    assert X.dtype == object and X.tolist() == [[0.5, "red", 3.0], [-1.0, "blue", 4.0]]
+    assert all(type(v) is str for v in X[:, 1]) and all(type(v) is float for v in X[:, 0])
+    # Binary BYTES data (tritonclient's default): a 4-byte little-endian length per element.
+    chunk = b"".join(len(s).to_bytes(4, "little") + s for s in (b"red", b"blue"))
+    body = mixed_body()
+    body["inputs"][1] = {
+        "name": "color",
+        "shape": [2],
+        "datatype": "BYTES",
+        "parameters": {"binary_data_size": len(chunk)},
+    }
+    assert parse_mixed(body, binary=chunk).tolist() == X.tolist()
+    # The signature says which columns are strings: the metadata calls them BYTES.
+    info = {"input_schema": [{"name": "color", "type": "string"}], "feature_names": ["color"]}
+    assert oip.model_inputs(info) == [{"name": "color", "datatype": "BYTES", "shape": [-1]}]
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (mixed_body(colors=(1, 2), color_type="FP64"), "send it as a BYTES tensor"),
+        (mixed_body(colors=(1, 2)), "datatype BYTES but data holds integers"),
+        (mixed_body(colors=("red", "x" * 257)), "at most 256 characters"),
+        (
+            {"inputs": [{"name": "m", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]},
+            "has string columns ['color']; send one tensor per feature",
+        ),
+    ],
+    ids=["numeric_tensor", "numbers_as_bytes", "too_long", "matrix_layout"],
+)
+def test_a_string_column_refuses_what_is_not_a_short_string(body, fragment):
+    with pytest.raises(InputError) as err:
+        parse_mixed(body)
+    assert err.value.status == 400 and fragment in err.value.detail, err.value.detail
+
+
+def test_openapi_example_of_a_string_column_is_a_string_and_parses():
+    from deployments import schemas
+
+    doc = fill_examples(document_openapi(_doc()), MIXED, "team", "2", STRINGS)
+    paths = doc["paths"]
+    predict = paths["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert predict["example"] == {"features": [[0.0, "a", 0.0]]}
+    inv = paths["/invocations"]["post"]["requestBody"]["content"]
+    assert inv["text/csv"]["example"] == "x,color,n\n0.0,a,0.0\n"
+    infer = paths["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]
+    tensors = infer["application/json"]["example"]["inputs"]
+    assert [t["datatype"] for t in tensors] == ["FP64", "BYTES", "FP64"]
+    # Every example is a valid request for this model.
+    want = [[0.0, "a", 0.0]]
+    assert parse_mixed(infer["application/json"]["example"]).tolist() == want
+    rows = schemas.predict_rows(predict["example"])
+    assert schemas.to_matrix(rows, MIXED, 10, strings=STRINGS).tolist() == want
+    split = schemas.invocation_rows(inv["application/json"]["example"], MIXED)
+    assert schemas.to_matrix(split, MIXED, 10, strings=STRINGS).tolist() == want

@@ -325,3 +325,95 @@ def test_whole_numbers_booleans_and_fractions_in_double_columns_pass():
     schemas.check_column_types(X, SIGNED)  # raises on any cell its column does not take
     # A version without a signature (our own models name columns in a tag) checks nothing.
     schemas.check_column_types(X, {"feature_names": ["x", "n", "flag", "big"]})
+
+
+# ---- a model whose signature has a string (categorical) column -------------------------------
+MIXED_INFO = {
+    "feature_names": ["x", "color", "n"],
+    "input_schema": [
+        {"name": "x", "type": "double"},
+        {"name": "color", "type": "string"},
+        {"name": "n", "type": "long"},
+    ],
+}
+
+
+def mixed(rows_, max_rows=10):
+    names = MIXED_INFO["feature_names"]
+    strings = schemas.string_columns(MIXED_INFO)
+    return schemas.to_matrix(rows_, names, max_rows, strings=strings)
+
+
+def test_string_columns_come_from_the_signature_and_numeric_models_keep_floats():
+    assert schemas.string_columns(MIXED_INFO) == [1]
+    numeric = {
+        "feature_names": NAMES,
+        "input_schema": [{"name": n, "type": "double"} for n in NAMES],
+    }
+    assert schemas.string_columns(numeric) == []
+    assert schemas.string_columns({"feature_names": NAMES}) == []  # our own models: no schema
+    assert rows({"features": [[1, 2, 3]]}).dtype == np.float64
+
+
+def test_mixed_rows_as_lists_objects_and_frames_give_one_object_matrix():
+    want = [[0.5, "red", 3.0], [-1.0, "blue", 4.0]]
+    X = mixed([[0.5, "red", 3], [-1, "blue", 4]])
+    assert X.dtype == object and X.tolist() == want
+    assert all(type(v) is float for v in X[:, 0]) and all(type(v) is str for v in X[:, 1])
+    records = [{"color": "red", "n": 3, "x": 0.5}, {"n": 4, "x": -1, "color": "blue"}]
+    assert mixed(records).tolist() == want
+    assert mixed({"x": 0.5, "color": "red", "n": 3}).tolist() == want[:1]  # one object
+    assert mixed([0.5, "red", 3]).tolist() == want[:1]  # one flat row
+    split = {"dataframe_split": {"columns": ["color", "x", "n"], "data": [["red", 0.5, 3]]}}
+    assert mixed(schemas.invocation_rows(split, MIXED_INFO["feature_names"])).tolist() == want[:1]
+    csv = schemas.parse_csv(b"n,color,x\n3,red,0.5\n4,blue,-1\n")
+    X = schemas.frame_to_matrix(csv, MIXED_INFO["feature_names"], 10, strings=[1])
+    assert X.tolist() == want
+    # The signature's integer check reads the numbers of an object matrix too.
+    schemas.check_column_types(X, MIXED_INFO)
+    with pytest.raises(InputError, match=r"row 0, column 'n': 2.5 is not a whole number"):
+        schemas.check_column_types(mixed([[0.5, "red", 2.5]]), MIXED_INFO)
+
+
+@pytest.mark.parametrize(
+    "row, fragment",
+    [
+        ([0.5, 7, 3], "row 0, column 'color': 7 is not a string"),
+        ([0.5, True, 3], "row 0, column 'color': True is not a string"),
+        ([0.5, None, 3], "row 0, column 'color': None is not a string"),
+        ([0.5, ["red"], 3], "row 0, column 'color': a list of 1 items is not a string"),
+        ([0.5, "x" * 257, 3], "column 'color': expected a string of at most 256 characters"),
+        ([0.5, "\ud800", 3], "column 'color': expected a string of at most 256 characters"),
+        (["0.5", "red", 3], "row 0, column 'x': '0.5' is not a number"),
+        ([True, "red", 3], "row 0, column 'x': True is not a number"),
+        ([1e39, "red", 3], "row 0, column 'x': 1e+39 is not a finite number"),
+        ([10**400, "red", 3], "row 0, column 'x': an integer of 401 digits is not a finite"),
+    ],
+    ids=[
+        "number_in_string",
+        "bool_in_string",
+        "null_in_string",
+        "list_in_string",
+        "too_long",
+        "lone_surrogate",
+        "string_in_number",
+        "bool_in_number",
+        "beyond_float32",
+        "huge_integer",
+    ],
+)
+def test_a_mixed_row_refuses_each_wrong_cell_by_row_and_column(row, fragment):
+    with pytest.raises(InputError) as err:
+        mixed([[1.0, "ok", 1], row])
+    assert err.value.status == 422
+    assert fragment.replace("row 0", "row 1") in err.value.detail, err.value.detail
+    if "'color'" in fragment and "not a" in fragment:
+        assert "string" in err.value.detail
+
+
+def test_a_csv_cell_that_is_not_text_in_a_string_column_is_422():
+    # An empty cell is NaN to pandas: not a string, said by row and column.
+    csv = schemas.parse_csv(b"x,color,n\n0.5,,3\n")
+    with pytest.raises(InputError) as err:
+        schemas.frame_to_matrix(csv, MIXED_INFO["feature_names"], 10, strings=[1])
+    assert err.value.status == 422 and "row 0, column 'color'" in err.value.detail
