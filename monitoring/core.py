@@ -38,7 +38,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -806,19 +806,28 @@ class DriftMonitorCore:
     def labelled_after_drop(
         self, min_segment: int = 20, alpha: float = 0.01
     ) -> tuple[np.ndarray, np.ndarray, ChangePoint]:
-        """`labelled_feedback` of every version, cut where the model got worse on the
-        time-ordered rows: where accuracy dropped (`accuracy_change_point`), or, for a
-        regressor champion, where its absolute errors rose (`error_change_point`). After a
-        concept change the labels from before it describe the old concept and would teach it
-        back. Uncut when no significant change is found."""
+        """`labelled_feedback` of every version, cut where the champion got worse: where its
+        accuracy dropped (`accuracy_change_point`), or, for a regressor, where its absolute
+        errors rose (`error_change_point`), on the champion's own time-ordered labelled rows
+        (a rolled-back challenger's worse rows would blur the change). Every version's rows
+        from that moment on are kept. After a concept change the labels from before it
+        describe the old concept and would teach it back. Uncut when no significant change
+        is found; the returned point's ``index`` is the number of rows dropped."""
         items = self._labelled_items()
         champ = self._versions.get(self._champion) if self._champion else None
-        errors = [it.abs_error for it in items]
+        own = sorted(champ.labels.items(), key=lambda it: it.ts) if champ is not None else []
+        if not own:
+            own = items
+        errors = [it.abs_error for it in own]
         if champ is not None and champ.regression and all(e is not None for e in errors):
             cp = error_change_point(errors, min_segment, alpha)
         else:
-            cp = accuracy_change_point([it.correct for it in items], min_segment, alpha)
-        return (*self._matrix(items[cp.index :]), cp)
+            cp = accuracy_change_point([it.correct for it in own], min_segment, alpha)
+        if cp.index == 0:
+            return (*self._matrix(items), replace(cp, n=len(items)))
+        since = own[cp.index].ts
+        kept = [it for it in items if it.ts >= since]
+        return (*self._matrix(kept), replace(cp, index=len(items) - len(kept), n=len(items)))
 
     def _champion_width(self) -> int | None:
         v = self._versions.get(self._champion) if self._champion else None
