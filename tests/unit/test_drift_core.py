@@ -707,3 +707,63 @@ def test_list_rows_with_strings_are_accepted_and_non_finite_numbers_still_refuse
     assert core.add_records([{**row, "features": [[0.1, "red", 0.2]]}])["accepted"] == 1
     bad = core.add_records([{**row, "features": [[float("nan"), "red", 0.2]]}])
     assert bad["invalid"] == 1  # a non-finite numeric cell is still refused
+
+
+def test_error_rise_is_cut_on_the_champions_own_rows_not_a_rolled_back_challengers():
+    """A regressor: a challenger with large errors was tried (and rolled back) first, then the
+    champion served the old concept, then the target moved. Over every version's rows the
+    challenger's early errors hide the rise; on the champion's own rows it is clear, and the
+    cut keeps every version's rows from there on."""
+    clock = Clock()
+    core = make_core(clock)
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(300, 3))
+    for version in ("1", "2"):
+        core.set_reference(
+            version,
+            ref,
+            task="regression",
+            baseline_rmse=55.0,
+            reference_predictions=rng.normal(150, 50, 300).tolist(),
+            champion=version == "1",
+        )
+
+    def serve(version: str, n: int, error_sd: float, shift: float = 0.0) -> None:
+        rows = rng.normal(size=(n, 3))
+        preds = rng.normal(150, 50, n)
+        ids = [f"{version}-{clock.t}-{i}" for i in range(n)]
+        core.add_records(
+            [
+                {
+                    "request_id": rid,
+                    "features": [row.tolist()],
+                    "predictions": [float(p)],
+                    "model_version": version,
+                    "ts": clock.t,
+                }
+                for rid, row, p in zip(ids, rows, preds, strict=True)
+            ]
+        )
+        moved = np.where(rng.random(n) < 0.5, shift, 0.0)
+        labels = preds + rng.normal(0, error_sd, n) + moved
+        core.add_feedback(
+            [{"request_id": rid, "label": float(y)} for rid, y in zip(ids, labels, strict=True)]
+        )
+        clock.t += 1
+
+    for _ in range(8):  # the canary: champion and a worse challenger side by side
+        serve("1", 20, 55)
+        serve("2", 20, 85)
+    for _ in range(2):
+        serve("1", 25, 55)  # stationary
+    for _ in range(3):
+        serve("1", 25, 55, shift=90)  # the target moved for half the rows
+
+    X_all, _ = core.labelled_feedback()
+    X, y, cp = core.labelled_after_drop()
+    assert len(X_all) == 445
+    assert cp.index > 0 and cp.after > cp.before, cp  # rows dropped; errors rose
+    assert len(X) == len(y) == 445 - cp.index
+    # The cut is at the shift: the canary's and the stationary rows (370) are gone. (Over
+    # every version's rows this seed finds no significant rise at all: nothing is cut.)
+    assert cp.index >= 340, cp
