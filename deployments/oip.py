@@ -22,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from deployments.schemas import FLOAT32_MAX, MAX_STRING_CHARS, InputError, text_field
+from deployments.schemas import (
+    FLOAT32_MAX,
+    MAX_STRING_CHARS,
+    InputError,
+    string_cell_ok,
+    text_field,
+)
 
 FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
@@ -369,20 +375,12 @@ def _as_strings(arr: np.ndarray, label: str) -> np.ndarray:
         )
     values = arr.astype(str).astype(object)
     for i, v in enumerate(values):
-        if len(v) > MAX_STRING_CHARS or not _utf8(v):
+        if not string_cell_ok(v):
             raise _bad(
                 f"{label}: element {i} is a string of {len(v)} characters; a string column "
                 f"takes valid Unicode strings of at most {MAX_STRING_CHARS} characters"
             )
     return values
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate escape such as "\\ud800"
-        return False
-    return True
 
 
 def _column_layout(

@@ -537,6 +537,9 @@ class Router:
 
     # ---- state following -----------------------------------------------------------------
     def _apply(self, state: dict[str, Any]) -> None:
+        # Once per state, not per request: which of each version's columns take strings.
+        for info in (state.get("versions") or {}).values():
+            info["string_columns"] = schemas.string_columns(info)
         self._split = TrafficSplit.from_state(state["slots"], state["weights"])
         ro = state.get("rollout")
         self._shadow = (ro["slot"], ro["version"]) if ro and self._shadow_fraction > 0 else None
@@ -821,7 +824,7 @@ class Router:
             info["feature_names"],
             self._args["max_batch_rows"],
             self._limits["max_abs_feature"],
-            schemas.string_columns(info),
+            info["string_columns"],
         )
 
     async def _predict_path(
@@ -1000,7 +1003,7 @@ class Router:
                 info["feature_names"],
                 self._args["max_batch_rows"],
                 self._limits["max_abs_feature"],
-                schemas.string_columns(info),
+                info["string_columns"],
             )
 
         out = await self._run(
@@ -1135,7 +1138,7 @@ class Router:
                     self._limits["max_abs_feature"],
                     list(dict.fromkeys(known)),
                     binary,
-                    schemas.string_columns(info),
+                    info["string_columns"],
                 )
             )
             return parsed[0].X
@@ -1207,7 +1210,7 @@ class Router:
                 list(info["feature_names"]),
                 state["model_name"],
                 version,
-                schemas.string_columns(info),
+                info["string_columns"],
             )
         return _json(doc)
 

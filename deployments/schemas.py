@@ -295,6 +295,12 @@ def _float_matrix(rows: list[list[Any]], n_features: int, max_abs: float) -> np.
 MAX_STRING_CHARS = 256
 
 
+def string_cell_ok(v: str) -> bool:
+    """Whether a string column's cell is valid: at most `MAX_STRING_CHARS` characters that
+    encode as UTF-8."""
+    return len(v) <= MAX_STRING_CHARS and is_utf8(v)
+
+
 def _string_cell(v: Any, i: int, name: str) -> str:
     if not isinstance(v, str):
         raise InputError(
@@ -302,7 +308,7 @@ def _string_cell(v: Any, i: int, name: str) -> str:
             f"row {i}, column {name!r}: {_show(v)} is not a string; the signature's type of "
             "this column is string (send it quoted)",
         )
-    if len(v) > MAX_STRING_CHARS or not _utf8(v):
+    if not string_cell_ok(v):
         raise InputError(
             422,
             f"row {i}, column {name!r}: expected a string of at most {MAX_STRING_CHARS} "
@@ -445,7 +451,7 @@ MAX_FEEDBACK_ITEMS = 10_000
 
 def _label_ok(v: Any) -> bool:
     if isinstance(v, str):
-        return 0 < len(v) <= 256 and _utf8(v)
+        return 0 < len(v) <= 256 and is_utf8(v)
     if isinstance(v, float):
         return math.isfinite(v)
     # A class label fits int64; a 400-digit integer is not one (numpy would overflow on it).
@@ -471,7 +477,7 @@ def feedback_items(payload: Any) -> list[dict[str, Any]]:
                 422, f"feedback item {i}: expected an object with 'request_id' and 'label'"
             )
         rid, label = item["request_id"], item["label"]
-        if not isinstance(rid, str) or not 0 < len(rid) <= 128 or not _utf8(rid):
+        if not isinstance(rid, str) or not 0 < len(rid) <= 128 or not is_utf8(rid):
             raise InputError(
                 422,
                 f"feedback item {i}: request_id must be a non-empty string of at most 128 "
@@ -489,7 +495,8 @@ def feedback_items(payload: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (JSON lets a lone surrogate such as \\ud800 through)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -535,7 +542,7 @@ def weights(body: Any, slots: tuple[str, ...] = ("blue", "green")) -> dict[str, 
 def reason(body: dict, default: str) -> str:
     """The optional ``reason`` of a promote/rollback body: a string of at most 500 characters."""
     value = body.get("reason", default)
-    if not isinstance(value, str) or not 0 < len(value) <= 500 or not _utf8(value):
+    if not isinstance(value, str) or not 0 < len(value) <= 500 or not is_utf8(value):
         raise InputError(422, "reason must be a string of 1 to 500 characters")
     return value
 

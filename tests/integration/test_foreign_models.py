@@ -79,6 +79,21 @@ def register(mlflow_uri: str, name: str, log) -> str:
     return version
 
 
+def register_sklearn(mlflow_uri: str, name: str, model, X) -> str:
+    """`register` for a scikit-learn estimator in skops, its signature inferred on ``X``."""
+    return register(
+        mlflow_uri,
+        name,
+        lambda: mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="skops",
+            signature=infer_signature(X, model.predict(X)),
+            pip_requirements=["scikit-learn"],
+        ),
+    )
+
+
 def deploy_ready(serve_app, client, name: str) -> str:
     url = serve_app(name=APP, model_name=name)
     wait_until(
@@ -139,17 +154,7 @@ def test_sklearn_regressor_serves_numbers(
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     model = Ridge(alpha=0.5).fit(X, y)
     name = "team_diabetes_ridge"
-    version = register(
-        mlflow_uri,
-        name,
-        lambda: mlflow.sklearn.log_model(
-            model,
-            name="model",
-            serialization_format="skops",
-            signature=infer_signature(X, model.predict(X)),
-            pip_requirements=["scikit-learn"],
-        ),
-    )
+    version = register_sklearn(mlflow_uri, name, model, X)
     url = deploy_ready(serve_app, client, name)
     rows = X.iloc[:20]
     body = predict_every_way(client, url, name, rows)
@@ -261,17 +266,7 @@ def test_sklearn_pipeline_with_a_string_column_serves_on_every_protocol(
     )
     model = Pipeline([("pre", encode), ("clf", LogisticRegression())]).fit(frame, y)
     name = "team_color_pipeline"
-    version = register(
-        mlflow_uri,
-        name,
-        lambda: mlflow.sklearn.log_model(
-            model,
-            name="model",
-            serialization_format="skops",
-            signature=infer_signature(frame, model.predict(frame)),
-            pip_requirements=["scikit-learn"],
-        ),
-    )
+    version = register_sklearn(mlflow_uri, name, model, frame)
     url = deploy_ready(serve_app, client, name)
     rows = frame.iloc[:25]
     body = predict_every_way(client, url, name, rows)
