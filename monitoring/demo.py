@@ -175,6 +175,7 @@ def run_story(
     task: str = "classification",
     time_bound_s: float = 900.0,
     stationary_s: float = 45.0,
+    after_s: float = 20.0,
 ) -> dict[str, Any]:
     """Run the story of ``task`` (see the module docstring) against the app at ``url``, whose
     champion was trained on ``DATASETS[task]``; return the timeline and numbers.
@@ -182,7 +183,9 @@ def run_story(
     ``token`` is the admin token (rollout status), ``feedback_token`` the label source's.
 
     ``stationary_s``: how long phase 1 sends traffic from the training distribution (at least
-    400 requests), long enough for many drift evaluations that must not fire.
+    400 requests), long enough for many drift evaluations that must not fire. ``after_s``: how
+    long the new champion is measured on the new concept after the promotion (at least 200
+    requests).
 
     Raises AssertionError when a step of the loop does not happen in time.
     """
@@ -274,7 +277,12 @@ def run_story(
     champion1 = rollout()["champion"]
     after = Phase("after promotion")
     driver.drive(
-        after, X, shifted_labels, until=lambda: False, timeout_s=min(20, left()), min_requests=200
+        after,
+        X,
+        shifted_labels,
+        until=lambda: False,
+        timeout_s=min(after_s, left()),
+        min_requests=200,
     )
     driver.note("concept shift done", before=score(shift), after=score(after), champion=champion1)
     if regression:

@@ -439,6 +439,26 @@ class App:
         return r.json() if r.status_code == 200 else None
 
 
+def registry_gauge() -> list[float]:
+    """Values of ``mlops_registry_reachable`` for the app on every alive node's metrics port
+    (Ray's agent exports what the controller set, every report interval: 10 s by default)."""
+    import re
+
+    import ray
+
+    values = []
+    for n in ray.nodes():
+        if not n["Alive"]:
+            continue
+        target = f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
+        with contextlib.suppress(httpx.HTTPError):
+            for line in httpx.get(target, timeout=10).text.splitlines():
+                m = re.match(r"^ray_mlops_registry_reachable\{(.*)\}\s+(\S+)", line)
+                if m and f'application="{APP}"' in m.group(1):
+                    values.append(float(m.group(2)))
+    return values
+
+
 def registry_reachable(status: dict[str, Any] | None) -> bool | None:
     if status is None:
         return None
@@ -577,6 +597,7 @@ def run_phases(app: App, traffic: Traffic, outage: Outage, bound_s: float):
     phase.recovery_s["answering"] = round(time.monotonic() - t_kill, 2)
     phase.notes["status_during_outage"] = {
         "registry_reachable": registry_reachable(during),
+        "registry": during.get("registry"),
         "known": during.get("known"),
         "provisional": during.get("provisional"),
         "champion": during.get("champion"),
@@ -584,6 +605,14 @@ def run_phases(app: App, traffic: Traffic, outage: Outage, bound_s: float):
         "weights": during.get("weights"),
     }
     phase.notes["health_during_outage"] = app.health()
+    # The outage shows on the metrics port too (what an alert rule reads): the gauge goes to 0.
+    # The outage lasts until it does (within the bound), at least OUTAGE_S.
+    phase.notes["gauge_during_outage"] = wait_until(
+        lambda: (v := registry_gauge()) and 0.0 in v and v,
+        bound_s,
+        interval=1.0,
+        what="mlops_registry_reachable 0 during the outage",
+    )
     time.sleep(max(0.0, t_down + OUTAGE_S - time.monotonic()))
     outage.restore()
     t_up = time.monotonic()
@@ -592,6 +621,12 @@ def run_phases(app: App, traffic: Traffic, outage: Outage, bound_s: float):
         lambda: controller_synced(app.rollout(), champion), bound_s, what="controller re-synced"
     )
     phase.recovery_s["registry_resynced"] = round(time.monotonic() - t_up, 2)
+    phase.notes["gauge_after_outage"] = wait_until(
+        lambda: (v := registry_gauge()) and 0.0 not in v and v,
+        bound_s,
+        interval=1.0,
+        what="mlops_registry_reachable back to 1",
+    )
     phase.notes["outage_s"] = round(t_up - t_down, 1)
     settle(phase)
     return phases

@@ -70,7 +70,9 @@ def test_drift_retrains_promotes_and_a_second_shift_keeps_the_champion(
     policies = {k: v for k, v in DEMO_POLICIES.items() if k != "training"}
     url = serve_app(name="raymlops-e2e", model_name=NAME, training=cfg, **policies)
 
-    result = run_story(url, ADMIN_TOKEN, FEEDBACK_TOKEN, time_bound_s=600, stationary_s=20)
+    result = run_story(
+        url, ADMIN_TOKEN, FEEDBACK_TOKEN, time_bound_s=600, stationary_s=10, after_s=10
+    )
 
     stationary, shift, after, covariate = result["phases"]
     for phase in result["phases"]:
@@ -114,7 +116,13 @@ def test_a_worse_regressor_is_rolled_back_then_drift_retrains_and_promotes_a_bet
     _worse_regressor_is_rolled_back(url, mlflow_uri, v1)
 
     result = run_story(
-        url, ADMIN_TOKEN, FEEDBACK_TOKEN, task="regression", time_bound_s=480, stationary_s=20
+        url,
+        ADMIN_TOKEN,
+        FEEDBACK_TOKEN,
+        task="regression",
+        time_bound_s=480,
+        stationary_s=10,
+        after_s=10,
     )
 
     stationary, shift, after = result["phases"]

@@ -101,11 +101,19 @@ def test_no_prediction_fails_and_every_component_comes_back(chaos):
 
 
 def test_routers_keep_the_last_known_state_while_the_registry_is_down(chaos):
-    """A controller restarted while MLflow is unreachable reports the outage and keeps the
-    champion and its traffic; once MLflow answers it reads the registry again."""
+    """A controller restarted while MLflow is unreachable reports the outage (status, metric)
+    and keeps the champion and its traffic (no failed prediction: the first test); once MLflow
+    answers it reads the registry again."""
     phase = next(p for p in chaos["phases"] if p["name"].startswith("controller restart"))
     during = phase["notes"]["status_during_outage"]
     assert during["registry_reachable"] is False, during
+    # Why and since when, for the operator; and it knows nothing it could publish but what a
+    # router held and the replicas confirm.
+    assert during["registry"]["last_error"] and during["registry"]["since"] > 0, during
+    assert during["known"] is False or during["provisional"] is True, during
+    # The metrics port says it too (what an alert rule reads), and again once MLflow is back.
+    assert 0.0 in phase["notes"]["gauge_during_outage"], phase["notes"]
+    assert set(phase["notes"]["gauge_after_outage"]) == {1.0}, phase["notes"]
     health = phase["notes"]["health_during_outage"]
     assert health is not None and health["ready"], health
     assert health["champion"] is not None and any(w > 0 for w in health["weights"].values())

@@ -18,7 +18,7 @@ import pytest
 import ray
 import yaml
 
-from tests.conftest import ADMIN_TOKEN, FEEDBACK_TOKEN
+from tests.conftest import ADMIN_TOKEN, FEEDBACK_TOKEN, reset_champion
 from tests.helpers import free_port, wait_until
 from tests.unit.test_grafana import dashboard_metrics
 from training import registry
@@ -26,6 +26,7 @@ from training import registry
 pytestmark = pytest.mark.ray
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FEEDBACK = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
+APP = "raymlops-metrics"
 PROM_DIR = Path(__file__).resolve().parents[2] / "monitoring" / "prometheus"
 PROMETHEUS = shutil.which("prometheus")
 _SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(\{.*\})?\s")
@@ -50,10 +51,13 @@ def exported_names(application: str) -> set[str]:
     return names
 
 
-def test_every_dashboard_metric_is_exported(serve_app, champion, mlflow_uri, training_config, data):
-    app = "raymlops-metrics"
-    url = serve_app(
-        name=app,
+@pytest.fixture(scope="module")
+def url(module_app, trained, mlflow_uri, training_config):
+    """One app for the module: the Prometheus test reads its series first, then the dashboard
+    test rolls a copy of the champion out and back and fires the accuracy detector on it."""
+    reset_champion(mlflow_uri, training_config.model_name, trained.version)
+    return module_app(
+        name=APP,
         # Two records fit in the router's buffer: a burst of requests drops some (counted).
         records={"buffer_capacity": 2, "flush_interval_s": 0.5},
         drift={
@@ -68,66 +72,24 @@ def test_every_dashboard_metric_is_exported(serve_app, champion, mlflow_uri, tra
             "trigger_on": ["accuracy"],
         },
         # More CPUs than the cluster has: the retraining is started (and counted) but never
-        # scheduled, so this test neither runs Tune nor registers a model. Serve deletes the
-        # monitor, and with it the pending task, when the test ends.
+        # scheduled, so no test here runs Tune or registers a model. Serve deletes the
+        # monitor, and with it the pending task, when the module ends.
         retraining={"min_labelled_rows": 10, "task_cpus": 64},
     )
-    X, y = data
-    name = training_config.model_name
-    client = httpx.Client(timeout=120)
-
-    # A rollout of a copy of the champion, rolled straight back: rollout step and events.
-    src = registry.get_client(mlflow_uri).get_model_version(name, champion)
-    registry.use_tracking_uri(mlflow_uri)
-    v2 = str(mlflow.register_model(src.source, name, tags=src.tags).version)
-    r = client.post(f"{url}/admin/rollout", json={"version": v2}, headers=ADMIN)
-    assert r.status_code == 200, r.text
-    r = client.post(f"{url}/admin/rollout/rollback", json={}, headers=ADMIN)
-    assert r.status_code == 200, r.text
-
-    wanted = dashboard_metrics()
-    pending: list[tuple[str, list[int]]] = []
-    start = 0
-
-    def drive_and_scrape():
-        nonlocal start
-        # Feedback for the previous burst (its records have reached the monitor by now), with
-        # wrong labels: accuracy drops, the accuracy detector fires, a retraining starts.
-        if pending:
-            items = [{"request_id": rid, "label": labels} for rid, labels in pending]
-            client.post(f"{url}/feedback", json=items, headers=FEEDBACK)
-            pending.clear()
-        for _ in range(6):
-            rows = slice(start % (len(X) - 10), start % (len(X) - 10) + 10)
-            start += 10
-            r = client.post(f"{url}/predict", json={"features": X.iloc[rows].values.tolist()})
-            assert r.status_code == 200, r.text
-            pending.append((r.json()["request_id"], [int(1 - v) for v in y.iloc[rows]]))
-        assert client.post(f"{url}/predict", json={"features": [[1.0]]}).status_code == 422
-        missing = wanted - exported_names(app)
-        if missing:
-            raise AssertionError(f"not exported yet: {sorted(missing)}")
-        return True
-
-    try:
-        wait_until(drive_and_scrape, timeout=120, interval=1.0, what="every dashboard metric")
-    finally:
-        client.close()
 
 
 @pytest.mark.skipif(
     PROMETHEUS is None,
     reason="prometheus not installed (Debian: apt-get install prometheus; .ci/run installs it)",
 )
-def test_local_prometheus_returns_per_version_series(serve_app, trained, data, tmp_path):
+def test_local_prometheus_returns_per_version_series(url, trained, data, tmp_path):
     """The acceptance check of `make monitor`, on the test session's cluster.
 
     Ray's dashboard writes the service-discovery file; this session's cluster runs without a
     dashboard (tests/conftest.py), so the test writes the same content Ray's writer does
     (ray.nodes(): NodeManagerAddress:MetricsExportPort, job "ray") and points the repository's
     prometheus.yml at it."""
-    app = "raymlops-prom"
-    url = serve_app(name=app)
+    app = APP
     sd_file = tmp_path / "prom_metrics_service_discovery.json"
     sd_file.write_text(json.dumps([{"labels": {"job": "ray"}, "targets": metrics_targets()}]))
 
@@ -217,3 +179,48 @@ def test_local_prometheus_returns_per_version_series(serve_app, trained, data, t
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_every_dashboard_metric_is_exported(url, champion, mlflow_uri, training_config, data):
+    app = APP
+    X, y = data
+    name = training_config.model_name
+    client = httpx.Client(timeout=120)
+
+    # A rollout of a copy of the champion, rolled straight back: rollout step and events.
+    src = registry.get_client(mlflow_uri).get_model_version(name, champion)
+    registry.use_tracking_uri(mlflow_uri)
+    v2 = str(mlflow.register_model(src.source, name, tags=src.tags).version)
+    r = client.post(f"{url}/admin/rollout", json={"version": v2}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    r = client.post(f"{url}/admin/rollout/rollback", json={}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+
+    wanted = dashboard_metrics()
+    pending: list[tuple[str, list[int]]] = []
+    start = 0
+
+    def drive_and_scrape():
+        nonlocal start
+        # Feedback for the previous burst (its records have reached the monitor by now), with
+        # wrong labels: accuracy drops, the accuracy detector fires, a retraining starts.
+        if pending:
+            items = [{"request_id": rid, "label": labels} for rid, labels in pending]
+            client.post(f"{url}/feedback", json=items, headers=FEEDBACK)
+            pending.clear()
+        for _ in range(6):
+            rows = slice(start % (len(X) - 10), start % (len(X) - 10) + 10)
+            start += 10
+            r = client.post(f"{url}/predict", json={"features": X.iloc[rows].values.tolist()})
+            assert r.status_code == 200, r.text
+            pending.append((r.json()["request_id"], [int(1 - v) for v in y.iloc[rows]]))
+        assert client.post(f"{url}/predict", json={"features": [[1.0]]}).status_code == 422
+        missing = wanted - exported_names(app)
+        if missing:
+            raise AssertionError(f"not exported yet: {sorted(missing)}")
+        return True
+
+    try:
+        wait_until(drive_and_scrape, timeout=120, interval=1.0, what="every dashboard metric")
+    finally:
+        client.close()

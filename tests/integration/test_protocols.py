@@ -20,9 +20,10 @@ APP = "raymlops-protocols"
 
 @pytest.fixture(scope="module")
 def url(module_app, trained, mlflow_uri, training_config):
-    """One app for the tests that only read from it (the last test deploys its own)."""
+    """One app for the module; the last test starts a rollout on it (held at its first step:
+    no analysis before 10**9 requests)."""
     reset_champion(mlflow_uri, training_config.model_name, trained.version)
-    return module_app(name=APP)
+    return module_app(name=APP, rollout=RolloutConfig(min_requests=10**9, min_step_seconds=1))
 
 
 def predict(client, url, rows: pd.DataFrame) -> dict:
@@ -222,11 +223,10 @@ def test_openapi_examples_fit_the_served_model_and_work(url, training_config, da
 
 
 def test_unversioned_infer_follows_the_split_and_a_versioned_one_pins(
-    serve_app, champion, mlflow_uri, training_config, data, client
+    url, champion, mlflow_uri, training_config, data, client
 ):
     X, _ = data
     name = training_config.model_name
-    url = serve_app(name=APP, rollout=RolloutConfig(min_requests=10**9, min_step_seconds=1))
     v2 = copy_version(mlflow_uri, name, champion)
     r = client.post(f"{url}/admin/rollout", json={"version": v2}, headers=ADMIN, timeout=120)
     assert r.status_code == 200, r.text

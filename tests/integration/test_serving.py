@@ -111,20 +111,10 @@ def test_reload_requires_the_admin_token(url, trained, client):
     assert r.status_code == 200 and r.json()["changed"] is False
 
 
-def test_without_a_registered_model_predict_is_503_and_not_ready(serve_app, client):
-    url = serve_app(model_name="no_such_model")
-    r = client.post(f"{url}/predict", json={"features": [[1.0]]})
-    assert r.status_code == 503
-    assert "no version of 'no_such_model' has alias 'champion'" in r.json()["detail"]
-    assert r.headers["retry-after"] == "1"
-    health = client.get(f"{url}/health")
-    assert health.status_code == 503 and health.json()["ready"] is False
-
-
 def test_reload_moves_to_new_champion_without_failing_a_request(
-    serve_app, trained, mlflow_uri, training_config, data
+    url, trained, mlflow_uri, training_config, data
 ):
-    url = serve_app()
+    """On the module's app, after the tests that only read from it."""
     X, _ = data
     name = training_config.model_name
     client = registry.get_client(mlflow_uri)
@@ -169,6 +159,16 @@ def test_reload_moves_to_new_champion_without_failing_a_request(
     health = httpx.get(f"{url}/health").json()
     assert health["champion"] == str(new.version)
     assert serve.status().applications["raymlops-test"].status == "RUNNING"
+
+
+def test_without_a_registered_model_predict_is_503_and_not_ready(serve_app, client):
+    url = serve_app(model_name="no_such_model")
+    r = client.post(f"{url}/predict", json={"features": [[1.0]]})
+    assert r.status_code == 503
+    assert "no version of 'no_such_model' has alias 'champion'" in r.json()["detail"]
+    assert r.headers["retry-after"] == "1"
+    health = client.get(f"{url}/health")
+    assert health.status_code == 503 and health.json()["ready"] is False
 
 
 def test_a_request_the_model_fails_on_fails_alone_under_concurrent_load(
