@@ -6,7 +6,8 @@ recent hold-out (cut from the same labels), but the base hold-out, which no labe
 refuses it: nothing is registered and no alias moves.
 
 The DriftMonitor's logic (`DriftMonitorCore`, fed as the actor feeds it) and the retraining
-function are called directly: the HTTP path to them has its own tests."""
+function are called directly: the HTTP path to them has its own tests (label sources and pinned
+requests through the router: tests/integration/test_hostile_inputs.py)."""
 
 import mlflow
 import numpy as np
@@ -133,55 +134,3 @@ def test_flipped_labels_fire_the_detector_but_the_poisoned_model_is_not_register
         result.champion_base_accuracy
     )
     assert run.data.tags["mlops.decision"] == result.decision
-
-
-def test_pinned_requests_and_label_sources_through_the_router(serve_app, champion):
-    """Over HTTP: requests pinned to a version stay out of the canary numbers the controller
-    reads (requests, errors, latency, labelled accuracy); labels carry the router's label
-    source into the monitor's windows."""
-    import os
-
-    import httpx
-    from ray import serve
-
-    from tests.helpers import wait_until
-
-    app = "raymlops-poisoning"
-    url = serve_app(name=app)
-    X, _ = load_dataset("breast_cancer")
-    feedback = {
-        "Authorization": f"Bearer {os.environ['MLOPS_FEEDBACK_TOKEN']}",
-        "X-Label-Source": "mallory",
-    }
-    since = 0.0
-    with httpx.Client(timeout=30) as c:
-        ids = []
-        for i in range(30):
-            body = {"features": [X.iloc[i].tolist()]}
-            if i % 3 == 0:
-                body["model_version"] = champion
-            r = c.post(f"{url}/predict", json=body)
-            assert r.status_code == 200, r.text
-            ids.append((r.json()["request_id"], r.json()["predictions"][0]))
-        wait_until(
-            lambda: c.get(f"{url}/monitor/status").json()["records"]["rows"] >= 30,
-            60,
-            what="records at the monitor",
-        )
-        items = [{"request_id": rid, "label": 1 - int(p)} for rid, p in ids]
-        r = c.post(f"{url}/feedback", json=items, headers=feedback)
-        assert r.status_code == 200, r.text
-        assert r.json()["accepted"] + r.json()["pending"] == 30
-        wait_until(
-            lambda: c.get(f"{url}/monitor/status").json()["feedback"]["accepted"] == 30,
-            30,
-            what="labels joined",
-        )
-        status = c.get(f"{url}/monitor/status").json()
-    assert status["feedback_sources"]["mallory"]["accepted"] == 30
-    assert status["versions"][champion]["window_sources"] == {"mallory": 30}
-    monitor = serve.get_deployment_handle("DriftMonitor", app)
-    stats = monitor.version_stats.remote([champion], since).result()[champion]
-    # 10 of the 30 requests pinned the champion: they are not canary evidence.
-    assert stats["requests"] == 20 and stats["errors"] == 0
-    assert stats["labelled"] == 20 and stats["correct"] == 0

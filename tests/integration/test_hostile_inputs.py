@@ -326,6 +326,49 @@ def test_pinned_requests_are_answered_but_left_out_of_the_canary_numbers(url, da
     assert stats["requests"] == 5, stats
 
 
+def test_labels_carry_their_source_and_pinned_requests_are_no_canary_evidence(
+    url, champion, data, client
+):
+    """A label source that posts the opposite of every answer (feedback poisoning's first
+    step): its labels reach the monitor's windows under its name (X-Label-Source), and the
+    requests that pinned the champion stay out of the labelled canary numbers."""
+    X, _ = data
+    feedback = {**FEEDBACK, "X-Label-Source": "mallory"}
+    since = time.time()
+    rows_before = client.get(f"{url}/monitor/status").json()["records"]["rows"]
+    ids = []
+    for i in range(30):
+        body = {"features": [X.iloc[i].tolist()]}
+        if i % 3 == 0:
+            body["model_version"] = champion
+        r = client.post(f"{url}/predict", json=body)
+        assert r.status_code == 200, r.text
+        ids.append((r.json()["request_id"], r.json()["predictions"][0]))
+    wait_until(
+        lambda: client.get(f"{url}/monitor/status").json()["records"]["rows"] >= rows_before + 30,
+        60,
+        what="records at the monitor",
+    )
+    items = [{"request_id": rid, "label": 1 - int(p)} for rid, p in ids]
+    r = client.post(f"{url}/feedback", json=items, headers=feedback)
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] + r.json()["pending"] == 30, r.json()
+
+    def mallory_accepted():
+        sources = client.get(f"{url}/monitor/status").json()["feedback_sources"]
+        return sources.get("mallory", {}).get("accepted") == 30
+
+    wait_until(mallory_accepted, 30, what="labels joined")
+    status = client.get(f"{url}/monitor/status").json()
+    assert status["feedback_sources"]["mallory"]["accepted"] == 30, status["feedback_sources"]
+    assert status["versions"][champion]["window_sources"]["mallory"] == 30, status["versions"]
+    monitor = serve.get_deployment_handle("DriftMonitor", APP)
+    stats = monitor.version_stats.remote([champion], since).result(timeout_s=30)[champion]
+    # 10 of the 30 requests pinned the champion: they are not canary evidence.
+    assert stats["requests"] == 20 and stats["errors"] == 0, stats
+    assert stats["labelled"] == 20 and stats["correct"] == 0, stats
+
+
 # ---- fuzzing --------------------------------------------------------------------------------
 # Every route of the app's own OpenAPI document, fuzzed from the outside (schemathesis), with
 # and without credentials, in positive and negative generation: no response is a 5xx and no
