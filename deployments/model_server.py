@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import warnings
 from typing import Any
 
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 from ray import serve
 
+from deployments.routing import TIMING as _TIMING
 from deployments.routing import ModelError
 from training.errors import PYFUNC, ModelLoadFailed, ModelRefused
 
@@ -336,15 +338,28 @@ class ModelServer:
         # latency at low load); with others in flight, a batch waits up to the configured
         # timeout for more, since the model call holds the event loop and arrivals otherwise
         # trickle in one per batch.
+        t_in = time.perf_counter()
         self._in_flight += 1
         try:
             wait = self._max_wait_s if self._in_flight > 1 else 0.0
             if wait != self._wait_s:
                 self._wait_s = wait
                 self._batched.set_batch_wait_timeout_s(wait)
-            return await self._batched(Xs)
+            results = await self._batched(Xs)
         finally:
             self._in_flight -= 1
+        # Where this call's time went on the replica, for the Router's Server-Timing header
+        # (`_TIMING`: ms waiting for the batch's pass, in the pass, in this method).
+        t_out = time.perf_counter()
+        for r in results:
+            if isinstance(r, dict) and "_pass" in r:
+                t_pass, t_done = r.pop("_pass")
+                r[_TIMING] = (
+                    (t_pass - t_in) * 1000,
+                    (t_done - t_pass) * 1000,
+                    (t_out - t_in) * 1000,
+                )
+        return results
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _batched(
@@ -354,6 +369,7 @@ class ModelServer:
         router call: one request, or several coalesced), answers cut back per call."""
         model = self._model
         requests = [X for Xs in calls for X in Xs]
+        t_pass = time.perf_counter()
         try:
             X = requests[0] if len(requests) == 1 else np.concatenate(requests)
             flat = _split(model, X, [len(r) for r in requests])
@@ -369,6 +385,10 @@ class ModelServer:
                         flat.extend(_split(model, r, [len(r)]))
                     except Exception as exc_r:
                         flat.append(self._failed(model, r, exc_r))
+        span = (t_pass, time.perf_counter())
+        for answer in flat:
+            if isinstance(answer, dict):
+                answer["_pass"] = span
         out, start = [], 0
         for Xs in calls:
             out.append(flat[start : start + len(Xs)])

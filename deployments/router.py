@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
@@ -37,6 +38,7 @@ from deployments import oip, schemas
 from deployments.coalesce import Coalescer
 from deployments.records import RecordBuffer
 from deployments.routing import (
+    TIMING,
     ModelError,
     NoLiveModel,
     StateUnknown,
@@ -65,10 +67,48 @@ api = FastAPI(
 )
 MLFLOW_VERSION = importlib.metadata.version("mlflow")
 
+# Server-Timing: a prediction request with this header set gets a W3C ``Server-Timing``
+# header naming where its time went on the server (ms per stage; README "HTTP API").
+TIMING_HEADER = "x-mlops-timing"
+# Key of the ASGI scope where `_Stamp` notes when the request reached the Router's app.
+_T_ASGI = "mlops.t_asgi"
+
+
+class _Stamp:
+    """ASGI middleware: the time a request reached the Router's app, before FastAPI's
+    routing, so Server-Timing can tell FastAPI's share from ours."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        scope[_T_ASGI] = time.perf_counter()
+        await self.app(scope, receive, send)
+
+
+api.add_middleware(_Stamp)
+
+
+def server_timing(stages: list[tuple[str, float]]) -> str:
+    """``name;dur=ms, ...`` (W3C Server-Timing)."""
+    return ", ".join(f"{name};dur={ms:.3f}" for name, ms in stages)
+
+
+def _dumps(content: Any) -> bytes:
+    """Compact JSON: orjson (a few times faster than json on a 256-row answer), json for what
+    orjson refuses (an integer beyond 64 bits)."""
+    try:
+        return orjson.dumps(content, option=_ORJSON_OPTIONS)
+    except TypeError:
+        return json.dumps(content, separators=(",", ":")).encode()
+
+
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
 
 def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        json.dumps(content, separators=(",", ":")),
+        _dumps(content),
         status_code=status,
         media_type="application/json",
         headers=headers,
@@ -153,7 +193,14 @@ PREDICT_BODY = {
                     },
                 },
                 "example": {"features": [[17.99, 10.38, 122.8, 1001.0, 0.1184]]},
-            }
+            },
+            schemas.NPY_CONTENT_TYPE: {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "numpy.save of a 2-D array of numbers, rows x features",
+                }
+            },
         },
     }
 }
@@ -282,7 +329,7 @@ def _route_errors(path: str, method: str) -> tuple[list[int], str]:
     if path == "/invocations":
         return [*PREDICTING, 415], "mlflow"
     if path == "/predict":
-        return PREDICTING, "detail"
+        return [*PREDICTING, 415], "detail"
     if path == "/feedback":
         return [400, 401, 403, 408, 413, 422, 503], "detail"
     if path.startswith("/admin") or path == "/reload":
@@ -568,14 +615,20 @@ class Router:
         handle = self._slots[slot]
 
         async def send(version: str, Xs: list[np.ndarray]) -> list[Any]:
+            t_send = time.perf_counter()
             try:
-                return await handle.predict_many.remote(version, Xs)
+                results = await handle.predict_many.remote(version, Xs)
             except REPLICA_GONE as exc:
                 # The replica died with the call in flight (Serve re-routes only calls it had
                 # not accepted). A prediction is idempotent: send it once more, and Serve
                 # picks a live replica of the slot or queues it until one is back.
                 log.warning("router: slot %s replica lost mid-call (%r); retrying once", slot, exc)
-                return await handle.predict_many.remote(version, Xs)
+                results = await handle.predict_many.remote(version, Xs)
+            span = (t_send, time.perf_counter())
+            for r in results:
+                if isinstance(r, dict):
+                    r["_call"] = span
+            return results
 
         return send
 
@@ -838,6 +891,7 @@ class Router:
         pin = None
         try:
             raw = await self._read(request, request.url.path, "predict_body_bytes")
+            t_read = time.perf_counter()
             payload = decode(raw)
             if inspect.isawaitable(payload):  # a parser run off the event loop
                 payload = await payload
@@ -846,15 +900,19 @@ class Router:
                 pin = schemas.text_field(request.headers.get("x-model-version"), "X-Model-Version")
             if key is None:
                 key = schemas.text_field(request.headers.get("x-routing-key"), "X-Routing-Key")
+            t_parse = time.perf_counter()
             slot, version = self._split.pick(pin, key)
             if version in (self._state.get("load_errors") or {}):
                 # Its replicas refused it at load: 503 with why, before validating against a
                 # signature it may not have.
                 raise ModelRefused(f"v{version} was refused at load")
             info = self._state["versions"][version]
+            t_route = time.perf_counter()
             X = build(rows, info)
             schemas.check_column_types(X, info)
+            t_valid = time.perf_counter()
             out = await self._coalescers[slot].submit(version, X)
+            t_resumed = time.perf_counter()
         except InputError as exc:
             self._error_kind(version, "bad_input")
             return _error(exc.status, exc.detail)
@@ -869,6 +927,8 @@ class Router:
             return self._not_ready()
         except Exception as exc:
             return self._failed(exc, request_id, route, slot, version, pin is not None, t0)
+        call = out.pop("_call", None)
+        on_replica = out.pop(TIMING, None)
         latency_ms = (time.perf_counter() - t0) * 1000
         out["request_id"] = request_id
         out["latency_ms"] = round(latency_ms, 3)
@@ -897,7 +957,43 @@ class Router:
             and random.random() < self._shadow_fraction
         ):
             self._spawn(self._mirror(X, out["predictions"], request_id))
+        if request.headers.get(TIMING_HEADER) and call is not None:
+            t_asgi = request.scope.get(_T_ASGI, t0)
+            stages = [
+                ("asgi", (t0 - t_asgi) * 1000),
+                ("read", (t_read - t0) * 1000),
+                ("parse", (t_parse - t_read) * 1000),
+                ("route", (t_route - t_parse) * 1000),
+                ("validate", (t_valid - t_route) * 1000),
+                ("queue", (call[0] - t_valid) * 1000),
+                ("call", (call[1] - call[0]) * 1000),
+            ]
+            if on_replica is not None:
+                stages += [
+                    ("batch", on_replica[0]),
+                    ("model", on_replica[1]),
+                    ("replica", on_replica[2]),
+                ]
+            stages += [
+                ("resume", (t_resumed - call[1]) * 1000),
+                ("record", (time.perf_counter() - t_resumed) * 1000),
+            ]
+            request.scope[TIMING] = (t_asgi, stages)
         return out
+
+    def _answer(self, request: Request, content: Any) -> Response:
+        """A prediction route's 200 answer; with the Server-Timing header when asked for
+        (`TIMING_HEADER`): the stages `_predict_path` noted, then encoding and the total."""
+        timing = request.scope.get(TIMING)
+        if timing is None:
+            return _json(content)
+        t_encode = time.perf_counter()
+        response = _json(content)
+        t_asgi, stages = timing
+        done = time.perf_counter()
+        stages += [("encode", (done - t_encode) * 1000), ("router", (done - t_asgi) * 1000)]
+        response.headers["Server-Timing"] = server_timing(stages)
+        return response
 
     def _failed(
         self,
@@ -957,19 +1053,36 @@ class Router:
     # ---- routes --------------------------------------------------------------------------
     @api.post("/predict", openapi_extra=PREDICT_BODY)
     async def predict(self, request: Request):
-        """Predict one row or many; answers predictions, probabilities and the version used."""
+        """Predict one row or many; answers predictions, probabilities and the version used.
 
-        def rows_of(payload):
-            rows = schemas.predict_rows(payload)
-            pin = schemas.text_field(payload.get("model_version"), "model_version")
-            key = schemas.text_field(payload.get("routing_key"), "routing_key")
-            return rows, pin, key
+        The body is JSON, or with ``Content-Type: application/x-npy`` a ``.npy`` file of rows x
+        features (version pin and routing key then in the X-Model-Version and X-Routing-Key
+        headers)."""
+        if schemas.is_npy(request.headers.get("content-type")):
+            max_rows = self._args["max_batch_rows"]
+            max_abs = self._limits["max_abs_feature"]
+            out = await self._run(
+                request,
+                "predict",
+                lambda arr: (arr, None, None),
+                decode=lambda raw: schemas.parse_npy(raw, max_rows),
+                build=lambda arr, info: schemas.npy_matrix(
+                    arr, info["feature_names"], max_abs, info["string_columns"]
+                ),
+            )
+        else:
 
-        out = await self._run(request, "predict", rows_of)
+            def rows_of(payload):
+                rows = schemas.predict_rows(payload)
+                pin = schemas.text_field(payload.get("model_version"), "model_version")
+                key = schemas.text_field(payload.get("routing_key"), "routing_key")
+                return rows, pin, key
+
+            out = await self._run(request, "predict", rows_of)
         if isinstance(out, Response):
             return out
         out["model_name"] = self._state["model_name"]
-        return _json(out)
+        return self._answer(request, out)
 
     @api.post("/invocations", openapi_extra=INVOCATIONS_BODY)
     async def invocations(self, request: Request):
@@ -1011,7 +1124,7 @@ class Router:
         )
         if isinstance(out, Response):
             return out
-        return _json({"predictions": out["predictions"]})
+        return self._answer(request, {"predictions": out["predictions"]})
 
     @api.get("/ping")
     async def ping(self):
@@ -1148,7 +1261,7 @@ class Router:
         )
         if isinstance(out, Response):
             return out
-        return _json(oip.infer_response(name, out, parsed[0], out["request_id"]))
+        return self._answer(request, oip.infer_response(name, out, parsed[0], out["request_id"]))
 
     @api.post("/feedback", openapi_extra=FEEDBACK_BODY)
     async def feedback(self, request: Request):

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 SLOTS = ("blue", "green")
 
+# Key of a ModelServer answer's replica-side timings (ms: waiting for the model pass, the
+# pass, the whole call on the replica); the Router takes it out for its Server-Timing header.
+TIMING = "_timing"
+
 
 class UnknownVersion(LookupError):
     """A pinned version that no slot serves."""

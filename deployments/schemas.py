@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
 # Largest finite float32: tree models cast their input to float32 and raise beyond it, and a
 # value this large already means a broken client; the default magnitude bound on features.
@@ -95,16 +96,26 @@ def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
         "an object of rows of values or of tensors (see /docs for this route's body)"
     )
     try:
-        value = json.loads(body)
+        # orjson first (several times faster on a batch of rows); what it refuses (NaN, a
+        # number beyond float range, a lone surrogate escape, nesting past 1,024) goes to json,
+        # whose answer and errors the checks below and the routes' messages were written for.
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        value = _json_loads(body, too_deep)
+    if isinstance(value, (list, dict)) and _too_deep(value, max_depth):
+        raise InputError(400, too_deep)
+    return value
+
+
+def _json_loads(body: bytes, too_deep: str) -> Any:
+    try:
+        return json.loads(body)
     except RecursionError:
         raise InputError(400, too_deep) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(
             400, f"request body is not valid JSON ({_clip(str(exc))}); expected a JSON object"
         ) from exc
-    if isinstance(value, (list, dict)) and _too_deep(value, max_depth):
-        raise InputError(400, too_deep)
-    return value
 
 
 def _clip(text: str, n: int = 80) -> str:
@@ -672,3 +683,106 @@ def frame_to_matrix(
             f"magnitude at most {max_abs:.7g} (NaN, empty cells and infinity are refused)",
         )
     return arr
+
+
+# ---- .npy bodies on /predict -----------------------------------------------------------------
+NPY_CONTENT_TYPE = "application/x-npy"
+
+
+def is_npy(content_type: str | None) -> bool:
+    """Whether a ``/predict`` body is a ``.npy`` array (``Content-Type: application/x-npy``);
+    any other type is read as JSON, as before."""
+    return bool(content_type) and content_type.split(";")[0].strip().lower() == NPY_CONTENT_TYPE
+
+
+def parse_npy(body: bytes, max_rows: int) -> np.ndarray:
+    """The array of a ``.npy`` body (``numpy.save`` of rows x features, or one row), or raise
+    `InputError`. Read from its header and the raw bytes after it, never through
+    ``numpy.load``: no pickle (object arrays are refused), and the shape is checked against
+    the body's length and ``max_rows`` before any memory is taken for it."""
+    import ast
+    import io
+
+    from numpy.lib import format as npy_format
+
+    expected = (
+        "expected a .npy file (numpy.save) of a 2-D array of numbers, rows x features, "
+        "little-endian"
+    )
+    fp = io.BytesIO(body)
+    try:
+        major, minor = npy_format.read_magic(fp)
+        if (major, minor) not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f"version {major}.{minor}")
+        hlen_size = 2 if major == 1 else 4
+        hlen = int.from_bytes(fp.read(hlen_size), "little")
+        if hlen > 4096:
+            raise ValueError(f"a header of {hlen} bytes")
+        header = ast.literal_eval(fp.read(hlen).decode("latin1" if major < 3 else "utf-8"))
+        descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
+        dtype = np.dtype(descr) if isinstance(descr, str) else None
+    except Exception as exc:
+        raise InputError(
+            400, f"body is not a readable .npy file ({_clip(str(exc))}); {expected}"
+        ) from None
+    if dtype is None or dtype.kind not in "iuf" or dtype.byteorder == ">":
+        raise InputError(
+            422, f".npy data type {_clip(str(descr))!r} is not a little-endian number; {expected}"
+        )
+    if (
+        not isinstance(shape, tuple)
+        or len(shape) not in (1, 2)
+        or not all(isinstance(n, int) and n >= 0 for n in shape)
+        or not isinstance(fortran, bool)
+    ):
+        raise InputError(422, f".npy shape {_clip(repr(shape))} is not 1-D or 2-D; {expected}")
+    if len(shape) == 2 and shape[0] > max_rows:
+        raise InputError(
+            413, f"batch of {shape[0]} rows is over the maximum of {max_rows} rows per request"
+        )
+    offset = fp.tell()
+    count = int(np.prod(shape))
+    if len(body) - offset != count * dtype.itemsize:
+        raise InputError(
+            400,
+            f".npy header says {shape} of {dtype} ({count * dtype.itemsize} bytes) but "
+            f"{len(body) - offset} bytes follow it; {expected}",
+        )
+    arr = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
+    return arr.reshape(shape, order="F" if fortran else "C")
+
+
+def npy_matrix(
+    arr: np.ndarray,
+    feature_names: list[str],
+    max_abs: float = FLOAT32_MAX,
+    strings: Sequence[int] = (),
+) -> np.ndarray:
+    """The float matrix of a ``.npy`` body's array (`parse_npy`), under the same bounds as
+    `to_matrix`, or raise `InputError`."""
+    n_features = len(feature_names)
+    if strings:
+        raise InputError(
+            415,
+            f"this model has string columns {[feature_names[j] for j in strings]}; a .npy body "
+            "carries numbers only: send JSON",
+        )
+    X = arr.reshape(1, -1) if arr.ndim == 1 else arr
+    if X.shape[0] == 0:
+        raise InputError(422, "empty batch: send at least one row")
+    if X.shape[1] != n_features:
+        raise InputError(
+            422,
+            f".npy rows have {X.shape[1]} values; the model expects {n_features} features: "
+            f"{feature_names}",
+        )
+    X = X.astype(np.float64)  # a copy: the body's buffer is read-only
+    bad = ~(np.abs(X) <= max_abs)  # NaN too
+    if bad.any():
+        i, j = (int(k) for k in np.argwhere(bad)[0])
+        raise InputError(
+            422,
+            f"row {i}, feature {j}: {float(X[i, j])!r} is not a finite number of magnitude at most "
+            f"{max_abs:.7g} (NaN and infinity are refused)",
+        )
+    return X

@@ -4,6 +4,7 @@ CSV and parquet bodies on /invocations, and the OpenAPI document's examples. Eve
 compared with /predict's on the same rows."""
 
 import io
+import json
 
 import mlflow
 import numpy as np
@@ -181,6 +182,134 @@ def test_bad_oip_bodies_are_4xx_with_an_error_field(url, training_config, data, 
     assert r.status_code == 413 and "over the limit" in r.json()["error"]
     r = client.post(infer, json=tensor([n, k], good))
     assert r.status_code == 200 and len(r.json()["outputs"][0]["data"]) == n
+
+
+def npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def npy_header(shape: tuple[int, ...]) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "<f8", "fortran_order": False, "shape": shape}
+    )
+    return buf.getvalue()
+
+
+def test_binary_bodies_npy_and_oip_tensors_and_their_4xx(url, training_config, data, client):
+    """The binary forms for large batches: a .npy body on /predict and the OIP binary tensor
+    extension on /v2, each answering what JSON answers, and their broken forms a 4xx."""
+    X, _ = data
+    rows = X.iloc[:256].to_numpy(np.float64)
+    n, k = rows.shape
+    expected = predict(client, url, X.iloc[:256])
+    NPY = {"content-type": "application/x-npy"}
+
+    r = client.post(f"{url}/predict", content=npy(rows), headers=NPY)
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == expected["predictions"]
+    np.testing.assert_allclose(r.json()["probabilities"], expected["probabilities"], rtol=1e-9)
+    # One row as a 1-D array, Fortran order, float32 and int data: the same rows.
+    r = client.post(f"{url}/predict", content=npy(rows[0]), headers=NPY)
+    assert r.json()["predictions"] == expected["predictions"][:1], r.text
+    r = client.post(f"{url}/predict", content=npy(np.asfortranarray(rows[:5])), headers=NPY)
+    assert r.json()["predictions"] == expected["predictions"][:5], r.text
+    r = client.post(f"{url}/predict", content=npy(rows[:5].astype(np.float32)), headers=NPY)
+    assert r.status_code == 200, r.text
+
+    good = npy(rows[:3])
+    npy_cases = [
+        (b"", 400, "not a readable .npy"),
+        (b"\x93NUMPY" + b"\x00" * 50, 400, "not a readable .npy"),
+        (good[:-8], 400, "bytes follow it"),
+        (npy(np.array([["a"] * k])), 422, "not a little-endian number"),
+        (npy(rows[:3].astype(">f8")), 422, "not a little-endian number"),
+        (npy(np.ones((3, k), dtype=bool)), 422, "not a little-endian number"),
+        (npy(rows[:3].reshape(3, k, 1)), 422, "not 1-D or 2-D"),
+        (npy(rows[:3, :-1]), 422, f"expects {k} features"),
+        (npy(np.zeros((0, k))), 422, "empty batch"),
+        (npy(np.full((2, k), np.nan)), 422, "NaN and infinity are refused"),
+        (npy(np.full((2, k), 1e39)), 422, "magnitude at most"),
+        (npy(np.zeros((2000, k))), 413, "maximum of 1024 rows"),
+        # Headers that claim far more data than follows: refused before any allocation.
+        (npy_header((10**12,)) + rows[0].tobytes(), 400, "bytes follow it"),
+        (npy_header((10**12, k)) + rows[0].tobytes(), 413, "maximum of 1024 rows"),
+        (npy_header((1000, 10**12)) + rows[0].tobytes(), 400, "bytes follow it"),
+    ]
+    for body, status, fragment in npy_cases:
+        r = client.post(f"{url}/predict", content=body, headers=NPY)
+        assert r.status_code == status, (fragment, r.text)
+        assert fragment in r.json()["detail"], r.text
+    # Pinned through the header: an unknown version is a 404 as for JSON.
+    r = client.post(f"{url}/predict", content=good, headers={**NPY, "x-model-version": "999"})
+    assert r.status_code == 404 and "not live" in r.json()["detail"], r.text
+
+    # OIP binary tensor data (Inference-Header-Content-Length), by hand.
+    infer = f"{url}/v2/models/{training_config.model_name}/infer"
+
+    def binary(shape, data: bytes, size=None, datatype="FP64"):
+        head = {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": shape,
+                    "datatype": datatype,
+                    "parameters": {"binary_data_size": len(data) if size is None else size},
+                }
+            ]
+        }
+        header = json.dumps(head).encode()
+        return header + data, {
+            "inference-header-content-length": str(len(header)),
+            "content-type": "application/octet-stream",
+        }
+
+    body, headers = binary([n, k], rows.tobytes())
+    r = client.post(infer, content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    out = {o["name"]: o["data"] for o in r.json()["outputs"]}
+    assert out["predictions"] == expected["predictions"]
+    raw = rows[:3].tobytes()
+    oip_cases = [
+        (binary([3, k], raw[:-8]), "declares shape"),
+        (binary([3, k], raw, size=len(raw) + 8), "does not fit"),
+        (binary([3, k], raw + b"\x00" * 8, size=len(raw)), "belong to no input"),
+        (binary([3, k], raw[:-3]), "whole number of FP64"),
+        (binary([3, k], np.full(3 * k, np.inf).tobytes()), "magnitude at most"),
+        ((body, {**headers, "inference-header-content-length": "999999999"}), "not a byte count"),
+        ((body, {**headers, "inference-header-content-length": "-1"}), "not a byte count"),
+    ]
+    for (payload, hdrs), fragment in oip_cases:
+        r = client.post(infer, content=payload, headers=hdrs)
+        assert r.status_code == 400, (fragment, r.text)
+        assert fragment in r.json()["error"], r.text
+
+
+def test_server_timing_names_where_a_request_spent_its_time(url, data, client):
+    X, _ = data
+    body = {"features": X.iloc[:1].values.tolist()}
+    r = client.post(f"{url}/predict", json=body)
+    assert r.status_code == 200 and "server-timing" not in r.headers
+    r = client.post(f"{url}/predict", json=body, headers={"x-mlops-timing": "1"})
+    assert r.status_code == 200, r.text
+    stages = {}
+    for item in r.headers["server-timing"].split(","):
+        name, dur = item.strip().split(";dur=")
+        stages[name] = float(dur)
+    assert list(stages) == [
+        "asgi", "read", "parse", "route", "validate", "queue", "call",
+        "batch", "model", "replica", "resume", "record", "encode", "router",
+    ]  # fmt: skip
+    assert all(v >= 0 for v in stages.values()), stages
+    # The replica's time is part of the call's; the call is part of the whole.
+    assert stages["model"] <= stages["replica"] <= stages["call"] <= stages["router"], stages
+    assert stages["router"] <= r.json()["latency_ms"] + stages["asgi"] + stages["encode"] + 1
+    # Nothing of the timing leaks into the answer.
+    assert set(r.json()) == {
+        "predictions", "probabilities", "model_version", "model_name", "request_id", "latency_ms",
+    }  # fmt: skip
 
 
 def test_openapi_examples_fit_the_served_model_and_work(url, training_config, data, client):

@@ -417,3 +417,64 @@ def test_a_csv_cell_that_is_not_text_in_a_string_column_is_422():
     with pytest.raises(InputError) as err:
         schemas.frame_to_matrix(csv, MIXED_INFO["feature_names"], 10, strings=[1])
     assert err.value.status == 422 and "row 0, column 'color'" in err.value.detail
+
+
+def test_json_bodies_parse_alike_on_orjson_and_on_its_json_fallback():
+    """orjson reads ordinary bodies; what it refuses (NaN, a 400-digit number, a lone
+    surrogate escape) goes to json, so those keep the answers the routes were written for."""
+    for body in (
+        b'{"features": [[1, 2.5, -3e-7]], "model_version": "2"}',
+        b'{"features": [[1, NaN, 3]]}',
+        b'{"features": [[' + b"9" * 400 + b"]]}",
+        b'{"routing_key": "ab\\ud800cd"}',
+        b'{"a": [{"b": [1, {"c": null}]}], "t": true}',
+    ):
+        got = schemas.parse_json(body)
+        assert json.dumps(got) == json.dumps(json.loads(body)), body
+
+
+def _npy(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def test_npy_bodies_become_the_float_matrix_json_rows_would():
+    X = np.arange(12, dtype=np.float64).reshape(3, 4) / 7
+    names = list("abcd")
+    for a in (X, np.asfortranarray(X), X.astype(np.float32), X.astype(np.int32)):
+        got = schemas.npy_matrix(schemas.parse_npy(_npy(a), 10), names)
+        assert got.dtype == np.float64 and got.flags.writeable
+        np.testing.assert_array_equal(got, a.astype(np.float64))
+    one = schemas.npy_matrix(schemas.parse_npy(_npy(X[1]), 10), names)
+    np.testing.assert_array_equal(one, X[1:2])
+    assert schemas.is_npy("application/x-npy; charset=binary")
+    assert not schemas.is_npy("application/json") and not schemas.is_npy(None)
+
+
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        (b"", 400, "not a readable .npy"),
+        (_npy(np.zeros((2, 4)))[:-1], 400, "bytes follow it"),
+        (_npy(np.array([object()], dtype=object)), 422, "not a little-endian number"),
+        (_npy(np.zeros((2, 4), dtype=">f8")), 422, "not a little-endian number"),
+        (_npy(np.zeros((2, 2, 2))), 422, "not 1-D or 2-D"),
+        (_npy(np.zeros((11, 4))), 413, "maximum of 10 rows"),
+        (_npy(np.zeros((2, 3))), 422, "expects 4 features"),
+        (_npy(np.array([[1, 2, np.inf, 4]])), 422, "row 0, feature 2"),
+    ],
+)
+def test_bad_npy_bodies_are_4xx_saying_what_was_expected(body, status, fragment):
+    with pytest.raises(schemas.InputError) as err:
+        schemas.npy_matrix(schemas.parse_npy(body, 10), list("abcd"))
+    assert err.value.status == status and fragment in err.value.detail, err.value.detail
+
+
+def test_npy_bodies_are_refused_for_a_model_with_string_columns():
+    arr = schemas.parse_npy(_npy(np.zeros((1, 2))), 10)
+    with pytest.raises(schemas.InputError) as err:
+        schemas.npy_matrix(arr, ["x", "colour"], strings=[1])
+    assert err.value.status == 415 and "'colour'" in err.value.detail
