@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import AsyncIterator, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,8 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_JSON_DEPTH = 32
 # Types a JSON decoder makes that hold no nesting: a list of only these needs no deeper look.
 _SCALARS = frozenset({int, float, str, bool, type(None)})
+_LIST = {list}
+_NUMBERS = frozenset({int, float})
 
 
 class InputError(Exception):
@@ -79,7 +82,12 @@ def _too_deep(value: Any, limit: int) -> bool:
         if depth > limit:
             return True
         # set(map(type, ...)) runs in C: a row of 30 numbers costs one call, not 30.
-        if set(map(type, children)) <= _SCALARS:
+        kinds = set(map(type, children))
+        if kinds <= _SCALARS:
+            continue
+        # A list of rows of scalars (a batch) in one more C pass, not one per row.
+        flat = chain.from_iterable(children) if kinds == _LIST and depth < limit else None
+        if flat is not None and set(map(type, flat)) <= _SCALARS:
             continue
         for c in children:
             if isinstance(c, (list, dict)):
@@ -278,8 +286,19 @@ def _row_lists(rows: Any, feature_names: list[str], max_rows: int) -> list[list[
 
 
 def _float_matrix(rows: list[list[Any]], n_features: int, max_abs: float) -> np.ndarray:
+    # The cells' types in one C pass (not a Python loop per cell). Only numbers: straight to
+    # float64 (a number beyond float range overflows, and is the client's error).
+    kinds = set(map(type, chain.from_iterable(rows)))
+    if kinds <= _NUMBERS:
+        try:
+            arr = np.array(rows, dtype=np.float64)
+        except OverflowError:
+            raise InputError(422, _bad_cell(rows, n_features, max_abs)) from None
+        if not (np.abs(arr) <= max_abs).all():  # False for NaN too
+            raise InputError(422, _bad_cell(rows, n_features, max_abs))
+        return arr
     # numpy would silently turn true/false into 1/0.
-    if any(type(v) is bool for row in rows for v in row):
+    if bool in kinds:
         raise InputError(422, _bad_cell(rows, n_features, max_abs))
     try:
         arr = np.asarray(rows)
