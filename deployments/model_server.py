@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 import warnings
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -231,7 +232,7 @@ def load_version(tracking_uri: str, model_name: str, version: str) -> LoadedMode
 
 @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
 class ModelServer:
-    """Serves the version its slot is assigned; batches concurrent requests with serve.batch."""
+    """Serves the version its slot is assigned; passes carry every call queued (see below)."""
 
     async def __init__(self, slot: str, controller, args: dict[str, Any]):
         # The router sends numpy rows already in the model's feature order (checked by name
@@ -251,12 +252,10 @@ class ModelServer:
         self._load_lock = asyncio.Lock()
         self._replica_id = serve.get_replica_context().replica_id.unique_id
         self._epoch = -1
-        batching = args["batching"]
-        self._batched.set_max_batch_size(batching["max_batch_size"])
-        self._max_wait_s = float(batching["batch_wait_timeout_s"])
-        self._wait_s = 0.0
-        self._batched.set_batch_wait_timeout_s(0.0)
-        self._in_flight = 0
+        self._max_calls = int(args["batching"]["max_batch_size"])
+        # Calls waiting for a model pass, and whether a pass is scheduled (`_schedule_pass`).
+        self._queue: deque[tuple[list[np.ndarray], asyncio.Future]] = deque()
+        self._pass_scheduled = False
         state = await self._poll(timeout_s=0)
         await self._follow_state(state)
         self._task = asyncio.get_running_loop().create_task(self._follow())
@@ -334,26 +333,11 @@ class ModelServer:
         others are still answered)."""
         if self._model is None or self._model.version != version:
             await self._ensure(version)
-        # Adaptive batch wait: a call alone on the replica runs at once (a fixed wait is pure
-        # latency at low load); with others in flight, a batch waits up to the configured
-        # timeout for more, since the model call holds the event loop and arrivals otherwise
-        # trickle in one per batch.
         t_in = time.perf_counter()
-        if self._in_flight == 0:
-            # Alone on the replica: nothing to batch with, so no hop through serve.batch's
-            # queue and task (about 0.2 ms here). The pass holds the event loop either way;
-            # calls that arrive meanwhile queue for the next, batched, pass.
-            results = self._pass([Xs])[0]
-        else:
-            self._in_flight += 1
-            try:
-                wait = self._max_wait_s if self._in_flight > 1 else 0.0
-                if wait != self._wait_s:
-                    self._wait_s = wait
-                    self._batched.set_batch_wait_timeout_s(wait)
-                results = await self._batched(Xs)
-            finally:
-                self._in_flight -= 1
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append((Xs, fut))
+        self._schedule_pass()
+        results = await fut
         # Where this call's time went on the replica, for the Router's Server-Timing header
         # (`_TIMING`: ms waiting for the batch's pass, in the pass, in this method).
         t_out = time.perf_counter()
@@ -367,16 +351,46 @@ class ModelServer:
                 )
         return results
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
-    async def _batched(
-        self, calls: list[list[np.ndarray]]
-    ) -> list[list[dict[str, Any] | ModelError]]:
-        """One model pass over every request of every call in the batch (a call is one
-        router call: one request, or several coalesced), answers cut back per call."""
-        return self._pass(calls)
+    # ---- model passes: each carries every call queued when it starts -----------------------
+    # The pass runs on the event loop and holds it (the model call is synchronous): calls that
+    # arrive meanwhile wait in Serve's replica and join the next pass. So the batch adapts to
+    # the load by itself, with no timer: a call alone is passed two loop turns after it
+    # arrives (time for calls that are ready at once to join it), and under load each pass
+    # carries what queued during the one before (up to `max_batch_size` calls), back to back.
+    def _schedule_pass(self, turns: int = 2) -> None:
+        if not self._pass_scheduled:
+            self._pass_scheduled = True
+            asyncio.get_running_loop().call_soon(self._next_pass, turns)
+
+    def _next_pass(self, turns: int) -> None:
+        if turns > 1:
+            asyncio.get_running_loop().call_soon(self._next_pass, turns - 1)
+            return
+        self._pass_scheduled = False
+        calls: list[tuple[list[np.ndarray], asyncio.Future]] = []
+        while self._queue and len(calls) < self._max_calls:
+            item = self._queue.popleft()
+            if not item[1].done():  # a call cancelled while it waited is dropped
+                calls.append(item)
+        if self._queue:
+            self._schedule_pass(turns=1)
+        if not calls:
+            return
+        try:
+            results = self._pass([Xs for Xs, _ in calls])
+        except Exception as exc:  # not the model's error (that one is per request): all fail
+            log.exception("slot %s: a model pass failed", self._slot)
+            for _, fut in calls:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (_, fut), result in zip(calls, results, strict=True):
+            if not fut.done():
+                fut.set_result(result)
 
     def _pass(self, calls: list[list[np.ndarray]]) -> list[list[dict[str, Any] | ModelError]]:
-        """The model pass of `_batched` (also run directly for a call alone)."""
+        """One model pass over every request of every call (a call is one router call: one
+        request, or several coalesced), answers cut back per call."""
         model = self._model
         requests = [X for Xs in calls for X in Xs]
         t_pass = time.perf_counter()
