@@ -18,6 +18,7 @@ import logging
 import time
 import warnings
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,10 @@ from deployments.routing import ModelError
 from training.errors import PYFUNC, ModelLoadFailed, ModelRefused
 
 log = logging.getLogger("ray.serve")
+
+# A lone call runs its model pass on the event loop when passes take less than this (ms); else
+# in the pass thread (`ModelServer._next_pass`).
+INLINE_PASS_MS = 2.0
 
 
 # Classifiers whose predict() is exactly classes_[argmax(predict_proba())], as scikit-learn
@@ -256,6 +261,9 @@ class ModelServer:
         # Calls waiting for a model pass, and whether a pass is scheduled (`_schedule_pass`).
         self._queue: deque[tuple[list[np.ndarray], asyncio.Future]] = deque()
         self._pass_scheduled = False
+        self._pass_running = False
+        self._pass_ms = 0.0
+        self._pass_thread = ThreadPoolExecutor(1, thread_name_prefix=f"pass-{slot}")
         state = await self._poll(timeout_s=0)
         await self._follow_state(state)
         self._task = asyncio.get_running_loop().create_task(self._follow())
@@ -352,19 +360,22 @@ class ModelServer:
         return results
 
     # ---- model passes: each carries every call queued when it starts -----------------------
-    # The pass runs on the event loop and holds it (the model call is synchronous): calls that
-    # arrive meanwhile wait in Serve's replica and join the next pass. So the batch adapts to
-    # the load by itself, with no timer: a call alone is passed two loop turns after it
-    # arrives (time for calls that are ready at once to join it), and under load each pass
-    # carries what queued during the one before (up to `max_batch_size` calls), back to back.
+    # A pass runs in the replica's pass thread, so the event loop keeps taking calls while it
+    # runs; they queue, and the next pass (right after) carries all of them, up to
+    # `max_batch_size` calls. So the batch follows the load with no timer: a call alone is
+    # passed two loop turns after it arrives (time for calls ready at once to join it), and
+    # under load each pass carries what arrived during the one before. A cheap model's lone
+    # call (its passes took under `INLINE_PASS_MS`) runs on the loop instead: the thread
+    # hand-off would cost more than the pass.
     def _schedule_pass(self, turns: int = 2) -> None:
-        if not self._pass_scheduled:
+        if not self._pass_scheduled and not self._pass_running:
             self._pass_scheduled = True
             asyncio.get_running_loop().call_soon(self._next_pass, turns)
 
     def _next_pass(self, turns: int) -> None:
+        loop = asyncio.get_running_loop()
         if turns > 1:
-            asyncio.get_running_loop().call_soon(self._next_pass, turns - 1)
+            loop.call_soon(self._next_pass, turns - 1)
             return
         self._pass_scheduled = False
         calls: list[tuple[list[np.ndarray], asyncio.Future]] = []
@@ -372,14 +383,30 @@ class ModelServer:
             item = self._queue.popleft()
             if not item[1].done():  # a call cancelled while it waited is dropped
                 calls.append(item)
-        if self._queue:
-            self._schedule_pass(turns=1)
         if not calls:
             return
+        batch = [Xs for Xs, _ in calls]
+        if len(calls) == 1 and self._pass_ms < INLINE_PASS_MS:
+            self._answer(calls, self._timed_pass, batch)
+            if self._queue:
+                self._schedule_pass(turns=1)
+            return
+        self._pass_running = True
+        task = loop.run_in_executor(self._pass_thread, self._timed_pass, batch)
+        task.add_done_callback(lambda done: self._pass_done(calls, done))
+
+    def _pass_done(self, calls, done: asyncio.Future) -> None:
+        self._pass_running = False
+        self._answer(calls, done.result)
+        if self._queue:
+            self._schedule_pass(turns=1)
+
+    def _answer(self, calls, run, *args) -> None:
+        """Set each call's future from ``run(*args)`` (one result list per call)."""
         try:
-            results = self._pass([Xs for Xs, _ in calls])
+            results = run(*args)
         except Exception as exc:  # not the model's error (that one is per request): all fail
-            log.exception("slot %s: a model pass failed", self._slot)
+            log.error("slot %s: a model pass failed: %r", self._slot, exc, exc_info=exc)
             for _, fut in calls:
                 if not fut.done():
                     fut.set_exception(exc)
@@ -387,6 +414,15 @@ class ModelServer:
         for (_, fut), result in zip(calls, results, strict=True):
             if not fut.done():
                 fut.set_result(result)
+
+    def _timed_pass(self, calls: list[list[np.ndarray]]) -> list[list[Any]]:
+        t = time.perf_counter()
+        try:
+            return self._pass(calls)
+        finally:
+            # Smoothed pass time: decides whether a lone call runs on the loop (`_next_pass`).
+            ms = (time.perf_counter() - t) * 1000
+            self._pass_ms = ms if self._pass_ms == 0.0 else 0.8 * self._pass_ms + 0.2 * ms
 
     def _pass(self, calls: list[list[np.ndarray]]) -> list[list[dict[str, Any] | ModelError]]:
         """One model pass over every request of every call (a call is one router call: one
@@ -430,3 +466,6 @@ class ModelServer:
         task = getattr(self, "_task", None)
         if task is not None:
             task.cancel()
+        pool = getattr(self, "_pass_thread", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
