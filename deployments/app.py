@@ -29,13 +29,16 @@ class BatchArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int = Field(
-        32, ge=1, description="router calls (each one or more requests) merged into one model pass"
+        32,
+        ge=1,
+        description="most router calls (each one or more requests) one model pass carries; a "
+        "pass carries every call that queued during the one before, with no timer",
     )
-    batch_wait_timeout_s: float = Field(
-        0.005,
+    batch_wait_timeout_s: float | None = Field(
+        None,
         ge=0,
-        description="longest a batch waits to fill, and only while other calls are in flight "
-        "on the replica (a call alone runs at once)",
+        description="ignored, kept so that earlier configs still load: passes no longer wait "
+        "on a timer (deployments/model_server.py)",
     )
 
 

@@ -27,9 +27,11 @@ from ray import serve
 
 from deployments.routing import TIMING as _TIMING
 from deployments.routing import ModelError
+from monitoring.metrics import Metrics
 from training.errors import PYFUNC, ModelLoadFailed, ModelRefused
 
 log = logging.getLogger("ray.serve")
+METRICS_FLUSH_S = 1.0  # pass counts reach Ray's metrics at most this late
 
 # A lone call runs its model pass on the event loop when passes take less than this (ms); else
 # in the pass thread (`ModelServer._next_pass`).
@@ -264,6 +266,10 @@ class ModelServer:
         self._pass_running = False
         self._pass_ms = 0.0
         self._pass_thread = ThreadPoolExecutor(1, thread_name_prefix=f"pass-{slot}")
+        self._metrics = Metrics.create(["mlops_model_passes", "mlops_model_pass_requests"])
+        self._metrics_task = asyncio.get_running_loop().create_task(
+            self._metrics.keep_alive(METRICS_FLUSH_S)
+        )
         state = await self._poll(timeout_s=0)
         await self._follow_state(state)
         self._task = asyncio.get_running_loop().create_task(self._follow())
@@ -414,6 +420,9 @@ class ModelServer:
         for (_, fut), result in zip(calls, results, strict=True):
             if not fut.done():
                 fut.set_result(result)
+        tags = (("slot", self._slot),)
+        self._metrics.add("mlops_model_passes", 1, tags)
+        self._metrics.add("mlops_model_pass_requests", sum(len(r) for r in results), tags)
 
     def _timed_pass(self, calls: list[list[np.ndarray]]) -> list[list[Any]]:
         t = time.perf_counter()
@@ -463,9 +472,10 @@ class ModelServer:
         return self._model.version if self._model else None
 
     def __del__(self):
-        task = getattr(self, "_task", None)
-        if task is not None:
-            task.cancel()
+        for name in ("_task", "_metrics_task"):
+            task = getattr(self, name, None)
+            if task is not None:
+                task.cancel()
         pool = getattr(self, "_pass_thread", None)
         if pool is not None:
             pool.shutdown(wait=False)

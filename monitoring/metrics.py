@@ -56,6 +56,12 @@ SPECS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Records dropped on the way to the drift monitor",
         ("reason",),
     ),
+    "mlops_model_passes": ("counter", "Model passes of a ModelServer slot", ("slot",)),
+    "mlops_model_pass_requests": (
+        "counter",
+        "Requests carried by those passes (divided by the passes: requests per pass)",
+        ("slot",),
+    ),
     "mlops_registry_reachable": (
         "gauge",
         "1 when the MLflow registry answered the rollout controller's last call",
