@@ -1,12 +1,15 @@
 """Load generation with wrk (C, epoll; one thread is plenty on 2 cores), run at `nice -n 19` so
 that it does not take CPU from the servers it measures.
 
-Each run POSTs JSON bodies from a file (one per line, used in turn), and `wrk_post.lua` prints
-one JSON line: requests, non-2xx count, socket errors, latency percentiles, versions answered.
+Each run POSTs bodies from a file, used in turn: JSON bodies one per line (``.jsonl``), or
+binary bodies with headers of their own (``.rec``, `write_records`: the Open Inference
+Protocol's binary tensor extension, ``.npy``). `wrk_post.lua` prints one JSON line: requests,
+non-2xx count, socket errors, latency percentiles, versions answered.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -37,12 +40,93 @@ def write_bodies(path: Path, X: np.ndarray, rows_per_request: int, count: int, s
 
     Many distinct rows, drawn from the data the models were trained on, so the drift monitor
     sees ordinary traffic (one row repeated would look like drift)."""
-    rng = np.random.default_rng(seed)
     with path.open("w") as fh:
-        for _ in range(count):
-            rows = X[rng.integers(0, len(X), rows_per_request)]
+        for rows in _draws(X, rows_per_request, count, seed):
             fh.write(json.dumps({"features": rows.tolist()}, separators=(",", ":")) + "\n")
     return path
+
+
+def write_records(path: Path, records: list[tuple[dict[str, str], bytes]]) -> Path:
+    """Request bodies with their own headers for `wrk_post.lua` (a file ending in ``.rec``):
+    per record a line ``<number of headers> <body length>``, a line ``Name: value`` per header,
+    then the body's bytes as they are."""
+    if path.suffix != ".rec":
+        raise ValueError(f"{path}: record files end in .rec (wrk_post.lua reads them by that)")
+    with path.open("wb") as fh:
+        for headers, body in records:
+            fh.write(f"{len(headers)} {len(body)}\n".encode())
+            for name, value in headers.items():
+                if "\n" in name + value or ":" in name:
+                    raise ValueError(f"header {name!r} cannot go in a record file")
+                fh.write(f"{name}: {value}\n".encode())
+            fh.write(body)
+    return path
+
+
+def read_records(path: Path) -> list[tuple[dict[str, str], bytes]]:
+    """The records of a `write_records` file."""
+    data = path.read_bytes()
+    out, pos = [], 0
+    while pos < len(data):
+        end = data.index(b"\n", pos)
+        n_headers, length = (int(x) for x in data[pos:end].split())
+        pos = end + 1
+        headers = {}
+        for _ in range(n_headers):
+            end = data.index(b"\n", pos)
+            name, _, value = data[pos:end].decode().partition(": ")
+            headers[name] = value
+            pos = end + 1
+        out.append((headers, data[pos : pos + length]))
+        pos += length
+    return out
+
+
+def _draws(X: np.ndarray, rows_per_request: int, count: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [X[rng.integers(0, len(X), rows_per_request)] for _ in range(count)]
+
+
+def oip_binary_body(rows: np.ndarray, name: str = "input-0") -> tuple[dict[str, str], bytes]:
+    """An Open Inference Protocol infer request with the binary tensor data extension: a JSON
+    header naming one FP64 tensor [rows, features] of ``binary_data_size`` bytes, then the raw
+    little-endian row-major float64 data; header ``Inference-Header-Content-Length`` says
+    where the JSON ends."""
+    data = np.ascontiguousarray(rows, dtype="<f8").tobytes()
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "shape": list(rows.shape),
+                    "datatype": "FP64",
+                    "parameters": {"binary_data_size": len(data)},
+                }
+            ]
+        },
+        separators=(",", ":"),
+    ).encode()
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(head)),
+    }
+    return headers, head + data
+
+
+def npy_body(rows: np.ndarray) -> tuple[dict[str, str], bytes]:
+    """A ``POST /predict`` body as `numpy.save` writes a 2-D float64 array, rows x features."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(rows, dtype=np.float64), allow_pickle=False)
+    return {"Content-Type": "application/x-npy"}, buf.getvalue()
+
+
+def write_binary_bodies(
+    path: Path, X: np.ndarray, rows_per_request: int, count: int, seed: int, form: str
+) -> Path:
+    """``count`` bodies of ``rows_per_request`` rows drawn from ``X`` (as `write_bodies`) in
+    binary ``form``: ``binary`` (`oip_binary_body`) or ``npy`` (`npy_body`)."""
+    make = {"binary": oip_binary_body, "npy": npy_body}[form]
+    return write_records(path, [make(rows) for rows in _draws(X, rows_per_request, count, seed)])
 
 
 @dataclass

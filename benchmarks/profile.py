@@ -25,7 +25,7 @@ CATEGORIES: list[tuple[str, str]] = [
     ("model call (LoadedModel.predict)", r"LoadedModel\.predict"),
     ("  of which sklearn's feature-names warning", r"_check_feature_names[^;]*;[^;]*warn"),
     ("warnings written to Serve's stderr logger", r"StreamToLogger"),
-    ("serve.batch queue", r"_BatchQueue"),
+    ("model pass queue (ModelServer._next_pass)", r"_next_pass"),
     ("Ray metric records (Serve's own and ours)", r"ray/util/metrics\.py"),
     ("  of which ours (monitoring/metrics.py)", r"monitoring/metrics\.py"),
     ("request parsing (schemas.parse_json / to_matrix)", r"schemas\.py"),

@@ -1,4 +1,5 @@
-"""`python -m benchmarks`: our stack against a one-process FastAPI + uvicorn baseline.
+"""`python -m benchmarks`: our stack against a one-process FastAPI + uvicorn baseline and
+against Ray Serve's own floor (benchmarks/floor.py).
 
 One run does, in order (see benchmarks/README.md):
 
@@ -8,9 +9,13 @@ One run does, in order (see benchmarks/README.md):
    Ray is not running yet, so the baseline has the machine to itself;
 4. our stack: a Ray cluster of its own, the app of `deployments.app:build_app` per model with
    serve_config.yaml's deployments config, the canary split 90/10 between v1 and v2, drift
-   monitor recording, batching; the same scenarios; the idle memory; the step-load
-   autoscaling scenario (expensive model); optionally py-spy profiles;
-5. markdown tables to stdout and to benchmarks/results/<timestamp>.md (+ .json).
+   monitor recording, batching; the same scenarios, plus 256 rows as a binary body (Open
+   Inference Protocol binary tensor extension, and .npy); the idle memory by component; the
+   step-load autoscaling scenario (expensive model) and the idle workers it leaves; with
+   `--profile`, py-spy profiles and a per-stage breakdown of c=1 requests (Server-Timing);
+5. Ray Serve's floor on the same cluster: an echo app and an ingress -> handle -> echo chain
+   (the JSON scenarios; the bare floor's idle memory with the echo app deployed);
+6. markdown tables to stdout and to benchmarks/results/<timestamp>.md (+ .json).
 
 wrk runs every load at `nice -n 19`; a scenario is a warm-up run (discarded) then a measured
 run of a fixed duration.
@@ -19,6 +24,7 @@ run of a fixed duration.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -42,14 +48,30 @@ class Scenario:
     label: str
     rows: int
     connections: int
+    # json: POST /predict {"features": ...}; binary: POST /v2/models/<name>/infer with the
+    # Open Inference Protocol's binary tensor extension; npy: POST /predict, application/x-npy.
+    body: str = "json"
+
+    @property
+    def bodies(self) -> str:
+        """Key of this scenario's body file."""
+        return f"{self.body}{self.rows}"
+
+    def url(self, base: str, model_name: str) -> str:
+        if self.body == "binary":
+            return f"{base}/v2/models/{model_name}/infer"
+        return f"{base}/predict"
 
 
 def scenarios(batch_connections: int) -> list[Scenario]:
     # c=64 last: it is the one that makes Serve add replicas.
+    c = batch_connections
     return [
         Scenario("c1", "1 row, c=1", 1, 1),
         Scenario("c16", "1 row, c=16", 1, 16),
-        Scenario("b256", f"256 rows, c={batch_connections}", 256, batch_connections),
+        Scenario("b256", f"256 rows, c={c}", 256, c),
+        Scenario("b256bin", f"256 rows, binary, c={c}", 256, c, "binary"),
+        Scenario("b256npy", f"256 rows, .npy, c={c}", 256, c, "npy"),
         Scenario("c64", "1 row, c=64", 1, 64),
     ]
 
@@ -82,12 +104,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "def (FastAPI's thread pool)",
     )
     p.add_argument("--batch-connections", type=int, default=4, help="concurrency of 256-row runs")
-    p.add_argument(
-        "--batch-wait-s",
-        type=float,
-        help="override serve_config.yaml's args.batching.batch_wait_timeout_s (an experiment; "
-        "the report says so)",
-    )
     p.add_argument("--max-batch-size", type=int, help="override args.batching.max_batch_size")
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument("--skip-autoscale", action="store_true")
@@ -176,7 +192,7 @@ def run_scenario(
     from benchmarks.loadgen import run_wrk
 
     if a.warmup > 0:
-        run_wrk(url, bodies[sc.rows], sc.connections, a.warmup)
+        run_wrk(url, bodies[sc.bodies], sc.connections, a.warmup)
     best = None
     for attempt in range(1 + a.retries):
         sampler = (
@@ -184,7 +200,7 @@ def run_scenario(
         )
         batches0 = stack.batch_count(metrics_url, "blue") if metrics_url else None
         before = stack.cpu_ticks()
-        res = run_wrk(url, bodies[sc.rows], sc.connections, a.duration)
+        res = run_wrk(url, bodies[sc.bodies], sc.connections, a.duration)
         after = stack.cpu_ticks()
         out = res.to_dict()
         out["rows_per_s"] = res.rps * sc.rows
@@ -313,6 +329,50 @@ def profile_stack(
     }
 
 
+def probe(url: str, records: Path) -> dict[str, Any] | None:
+    """One request of a binary-body scenario before its runs: None when the server takes it;
+    for a 4xx answer (a build without that input form), the status and the answer's start."""
+    import httpx
+
+    from benchmarks.loadgen import read_records
+
+    headers, body = read_records(records)[0]
+    r = httpx.post(url, content=body, headers=headers, timeout=30)
+    if 400 <= r.status_code < 500:
+        return {"unsupported": r.status_code, "detail": r.text[:300]}
+    return None
+
+
+def measure_floor(cluster, kind: str, scs: list[Scenario], bodies, a, own, out) -> dict:
+    """Ray Serve's floor app ``kind`` (benchmarks/floor.py) on our cluster: the JSON scenarios;
+    for ``echo`` first the bare floor's idle memory (10 s after it answered); with
+    ``--profile`` the client's total at c=1 as `timing.run` measures ours."""
+    from benchmarks import timing
+
+    log(f"floor {kind}: deploying")
+    res: dict[str, Any] = {"deploy_s": stack.deploy_floor(cluster, kind)}
+    if kind == "echo":
+        time.sleep(10)
+        out["memory_floor"] = stack.memory_by_component(stack.cluster_pids(cluster))
+    for sc in scs:
+        if sc.body != "json":
+            continue
+        log(f"floor {kind}: {sc.label}")
+        res[sc.key] = run_scenario(
+            f"{cluster.http}/predict",
+            sc,
+            bodies,
+            a,
+            lambda: own | set(stack.cluster_pids(cluster)),
+        )
+        if sc.key == "c1" and a.profile:
+            log(f"floor {kind}: sequential requests (client total)")
+            res["timing"] = timing.run(f"{cluster.http}/predict", bodies["json1"], timing=False)
+    log(f"floor {kind}: deleting the app")
+    stack.delete_floor()
+    return res
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(
@@ -360,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     from benchmarks import models as bm
-    from benchmarks.loadgen import write_bodies, wrk_binary
+    from benchmarks import timing
+    from benchmarks.loadgen import write_binary_bodies, write_bodies, wrk_binary
     from benchmarks.report import render
 
     wrk_binary()  # fail early when wrk is missing
@@ -385,8 +446,6 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
     }
     batching = {}
-    if a.batch_wait_s is not None:
-        batching["batch_wait_timeout_s"] = a.batch_wait_s
     if a.max_batch_size is not None:
         batching["max_batch_size"] = a.max_batch_size
     meta["batching_override"] = batching
@@ -395,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         "batching": served.batching.model_dump(),
         "coalescing": served.coalescing.model_dump(),
     }
-    out: dict[str, Any] = {"meta": meta, "raw": {}, "baseline": {}, "ours": {}}
+    out: dict[str, Any] = {"meta": meta, "raw": {}, "baseline": {}, "ours": {}, "floor": {}}
     cluster = None
     own = {os.getpid()}
     try:
@@ -410,11 +469,17 @@ def main(argv: list[str] | None = None) -> int:
         out["models"] = {k: vars(r) for k, r in regs.items() if k in a.models}
         X = bm.dataset()[0].to_numpy()
         bodies = {
-            1: write_bodies(work / "rows1.jsonl", X, 1, 500, seed=1),
-            256: write_bodies(work / "rows256.jsonl", X, 256, 16, seed=2),
+            "json1": write_bodies(work / "rows1.jsonl", X, 1, 500, seed=1),
+            "json256": write_bodies(work / "rows256.jsonl", X, 256, 16, seed=2),
+            # The same 256-row draws as binary bodies.
+            "binary256": write_binary_bodies(work / "rows256-oip.rec", X, 256, 16, 2, "binary"),
+            "npy256": write_binary_bodies(work / "rows256-npy.rec", X, 256, 16, 2, "npy"),
         }
         scs = scenarios(a.batch_connections)
         meta["scenarios"] = [vars(s) for s in scs]
+        from benchmarks import floor as floor_app
+
+        meta["floor_options"] = floor_app.options_summary(stack.deployment_options())
 
         log("raw model throughput (in-process)")
         with warnings.catch_warnings():
@@ -443,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
                     rss, pss = stack.memory_kb(base.proc.pid)
                     res: dict[str, Any] = {"memory": {"rss_mb": rss / 1024, "pss_mb": pss / 1024}}
                     for sc in scs:
+                        if sc.body != "json":  # the baseline takes JSON only
+                            continue
                         log(f"baseline {kind}: {sc.label}")
                         res[sc.key] = run_scenario(
                             f"{base.url}/predict", sc, bodies, a, own | {base.proc.pid}
@@ -466,24 +533,44 @@ def main(argv: list[str] | None = None) -> int:
             res["canary"] = stack.canary_split(cluster, r.versions[0], r.versions[1], 0.1)
             if i == 0:
                 time.sleep(10)
-                out["memory_idle"] = stack.memory_report(stack.session_pids(cluster.sid))
+                out["memory_idle"] = stack.memory_by_component(stack.cluster_pids(cluster))
                 rss, pss = stack.memory_kb(os.getpid())
                 out["memory_idle"]["driver"] = {"rss_mb": rss / 1024, "pss_mb": pss / 1024}
             for sc in scs:
+                url = sc.url(cluster.http, r.name)
+                if sc.body == "npy":
+                    # A build without .npy on /predict answers it 4xx: say so, do not count it.
+                    why = probe(url, bodies[sc.bodies])
+                    if why is not None:
+                        log(f"ours {kind}: {sc.label}: not supported ({why['unsupported']})")
+                        res[sc.key] = why
+                        continue
                 log(f"ours {kind}: {sc.label}")
                 res[sc.key] = run_scenario(
-                    f"{cluster.http}/predict",
+                    url,
                     sc,
                     bodies,
                     a,
-                    lambda: own | set(stack.session_pids(cluster.sid)),
+                    lambda: own | set(stack.cluster_pids(cluster)),
                     sampler_deps=("blue", "green"),
                     metrics_url=murl,
                     blue_version=res["canary"]["slots"].get("blue"),
                 )
+                if sc.key == "c1" and a.profile:
+                    log(f"ours {kind}: sequential requests with Server-Timing")
+                    res["timing"] = timing.run(f"{cluster.http}/predict", bodies["json1"])
             if kind == "expensive" and not a.skip_autoscale:
                 log("ours expensive: autoscaling step load")
-                res["autoscale"] = autoscale(cluster, bodies[1], a)
+                before = stack.idle_workers(cluster)
+                res["autoscale"] = autoscale(cluster, bodies["json1"], a)
+                after = stack.idle_workers(cluster)
+                log("ours expensive: idle workers 60 s after the step load")
+                time.sleep(60)
+                res["autoscale"]["idle_workers"] = {
+                    "before": before,
+                    "right after": after,
+                    "60 s after": stack.idle_workers(cluster),
+                }
             if a.profile:
                 res["profiles"] = {}
                 for rows, conns in ((1, 16), (256, a.batch_connections)):
@@ -493,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
                         res["profiles"][label] = profile_stack(
                             cluster,
                             f"{cluster.http}/predict",
-                            bodies[rows],
+                            bodies[f"json{rows}"],
                             a,
                             results_dir / ts,
                             f"{kind}-{rows}",
@@ -506,15 +593,24 @@ def main(argv: list[str] | None = None) -> int:
             stack.end_canary(cluster)
             log(f"ours {kind}: deleting the app")
             stack.delete_app()
+        for kind in floor_app.KINDS:
+            try:
+                out["floor"][kind] = measure_floor(cluster, kind, scs, bodies, a, own, out)
+            except Exception as exc:  # ours is measured: report it without this floor
+                log(f"floor {kind} failed: {exc!r}")
+                out["floor"][kind] = {"error": repr(exc)}
+                with contextlib.suppress(Exception):
+                    stack.delete_floor()
     finally:
         if cluster is not None:
             log("stopping our Ray cluster")
             cluster.stop()
     meta["total_s"] = time.monotonic() - t_start
+    # The raw numbers first: a report that fails to render leaves them behind.
+    (results_dir / f"{ts}.json").write_text(json.dumps(out, indent=1, default=str))
     md = render(out)
     md_path = results_dir / f"{ts}.md"
     md_path.write_text(md)
-    (results_dir / f"{ts}.json").write_text(json.dumps(out, indent=1, default=str))
     print(md)
     log(f"wrote {md_path} (and .json) in {meta['total_s'] / 60:.1f} min")
     if not a.keep_work_dir:

@@ -285,15 +285,14 @@ def metrics_url() -> str | None:
 
 
 BATCH_SERIES = re.compile(
-    r"^ray_serve_actual_batch_size_count\{(?P<labels>[^}]*)\} (?P<value>[0-9.eE+-]+)$"
+    r"^ray_mlops_model_passes_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.eE+-]+)$"
 )
 
 
 def batch_count(url: str | None, deployment: str) -> float | None:
-    """How many `serve.batch` calls ``deployment`` made (all replicas), from Serve's
-    `serve_actual_batch_size` histogram on the node's metrics endpoint. (Its `_sum` is not
-    used: Ray exports histogram sums computed from bucket midpoints.) Replicas report every
-    few seconds, so a difference over one run is approximate."""
+    """How many model passes ``deployment`` made (all replicas), from our
+    `mlops_model_passes` counter on the node's metrics endpoint. Replicas report every few
+    seconds, so a difference over one run is approximate."""
     if url is None:
         return None
     try:
@@ -474,3 +473,113 @@ def replica_pids(sid: int, deployment: str) -> list[int]:
     ``ray::ServeReplica:<app>:<deployment>``)."""
     tag = f"ServeReplica:{APP_NAME}:{deployment}"
     return [p for p in session_pids(sid) if tag in proc_name(p).split(" ")[0]]
+
+
+def cluster_pids(cluster: Cluster) -> list[int]:
+    """Every process of the cluster: its session's, and the HAProxy processes it started
+    (they leave the session; found by their directory)."""
+    pids = set(session_pids(cluster.sid))
+    hap = cluster.env.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE")
+    if hap:
+        pids.update(local_cluster.processes_naming(hap))
+    return sorted(pids)
+
+
+# ---- memory by component ---------------------------------------------------------------------
+# (component, pattern on the process's command line), first match wins; replicas are named by
+# their deployment (`component`).
+COMPONENTS: list[tuple[str, re.Pattern[str]]] = [
+    ("idle ray::IDLE workers", re.compile(r"^ray::IDLE\b")),
+    ("Serve controller", re.compile(r"^ray::ServeController\b")),
+    ("HAProxy / Serve proxy", re.compile(r"haproxy|^ray::ProxyActor\b|^ray::HAProxyManager\b")),
+    # The program itself, not an argument naming its socket.
+    ("raylet", re.compile(r"^(\S*/)?raylet(\s|$)")),
+    ("GCS", re.compile(r"^(\S*/)?gcs_server(\s|$)")),
+    (
+        # The dashboard, its module processes (and the forkserver / resource tracker that
+        # start them), the node's dashboard and runtime-env agents.
+        "dashboard + its agents",
+        re.compile(
+            r"dashboard|^ray::DashboardAgent\b|^ray::RuntimeEnvAgent\b|runtime_env/agent"
+            r"|multiprocessing\.(forkserver|resource_tracker)"
+        ),
+    ),
+    ("log monitor / autoscaler monitor", re.compile(r"log_monitor\.py|(^|/)monitor\.py")),
+    ("Ray client server", re.compile(r"ray\.util\.client\.server")),
+]
+_REPLICA = re.compile(r"^ray::ServeReplica:(?P<app>[^:\s]+):(?P<dep>[^\s]+)")
+
+
+def component(pid: int) -> str:
+    """Which part of the stack a process is: a Serve replica by its deployment name (another
+    app's prefixed with the app), else one of `COMPONENTS`, else "other"."""
+    cmd = proc_name(pid)
+    m = _REPLICA.match(cmd)
+    if m:
+        app, dep = m.group("app"), m.group("dep")
+        return dep if app == APP_NAME else f"{app}: {dep}"
+    for name, rx in COMPONENTS:
+        if rx.search(cmd):
+            return name
+    return "other"
+
+
+def memory_by_component(pids: list[int]) -> dict[str, Any]:
+    """`memory_report` of ``pids`` with each process's component, and the sums by component
+    (``by_component``: name -> processes, RSS MB, PSS MB)."""
+    rep = memory_report(pids)
+    groups: dict[str, dict[str, float]] = {}
+    for row in rep["by_process"]:
+        row["component"] = component(row["pid"])
+        g = groups.setdefault(row["component"], {"processes": 0, "rss_mb": 0.0, "pss_mb": 0.0})
+        g["processes"] += 1
+        g["rss_mb"] += row["rss_mb"]
+        g["pss_mb"] += row["pss_mb"]
+    rep["by_component"] = dict(sorted(groups.items(), key=lambda kv: -kv[1]["rss_mb"]))
+    return rep
+
+
+def idle_workers(cluster: Cluster) -> list[dict[str, Any]]:
+    """The cluster's ``ray::IDLE`` worker processes (pooled workers no actor or task holds),
+    with their RSS / PSS."""
+    out = []
+    for pid in session_pids(cluster.sid):
+        if component(pid) == "idle ray::IDLE workers":
+            rss, pss = memory_kb(pid)
+            out.append({"pid": pid, "rss_mb": rss / 1024, "pss_mb": pss / 1024})
+    return out
+
+
+# ---- Ray Serve's floor apps (benchmarks/floor.py) --------------------------------------------
+def deploy_floor(cluster: Cluster, kind: str) -> float:
+    """Deploy the floor app ``kind`` (route prefix "/", like ours); returns seconds until a
+    POST /predict answered 200."""
+    from ray import serve
+
+    from benchmarks import floor
+
+    t0 = time.monotonic()
+    app = floor.build(kind, deployment_options())
+    serve.run(app, name=floor.APP_NAME, route_prefix="/", blocking=False)
+    wait_until(
+        lambda: serve.status().applications[floor.APP_NAME].status == "RUNNING",
+        300,
+        f"floor app {kind} RUNNING",
+    )
+    wait_until(
+        lambda: httpx.post(f"{cluster.http}/predict", content=b"{}", timeout=5).status_code == 200,
+        120,
+        f"floor app {kind}: POST /predict 200",
+    )
+    return time.monotonic() - t0
+
+
+def delete_floor(timeout: float = 120) -> None:
+    from ray import serve
+
+    from benchmarks import floor
+
+    serve.delete(floor.APP_NAME, _blocking=True)
+    wait_until(
+        lambda: floor.APP_NAME not in serve.status().applications, timeout, "floor app deleted"
+    )

@@ -1,6 +1,10 @@
--- wrk script: POST JSON bodies read from a file (one body per line, used in turn), count
--- every non-2xx answer and the model_version of each answer, and print one JSON line.
+-- wrk script: POST bodies read from a file (used in turn), count every non-2xx answer and the
+-- model_version of each answer, and print one JSON line.
 --   wrk -t1 -c16 -d15s -s benchmarks/wrk_post.lua http://127.0.0.1:8000/predict -- bodies.jsonl
+-- A file ending in .jsonl (or anything but .rec): JSON bodies, one per line. A file ending in
+-- .rec: binary bodies with headers of their own (benchmarks/loadgen.py write_records): per
+-- record a line "<number of headers> <body length>", a line "Name: value" per header, then the
+-- body's bytes.
 -- Output line: BENCH_JSON {...}; latencies in microseconds.
 
 local threads = {}
@@ -16,14 +20,51 @@ non2xx = 0
 status_counts = {}
 versions = {}
 
-function init(args)
-  local path = args[1]
-  local headers = { ["Content-Type"] = "application/json" }
+local function read_lines(path)
   for line in io.lines(path) do
     if #line > 0 then
       n = n + 1
-      requests[n] = wrk.format("POST", nil, headers, line)
+      requests[n] = wrk.format("POST", nil, { ["Content-Type"] = "application/json" }, line)
     end
+  end
+end
+
+local function read_records(path)
+  local f = assert(io.open(path, "rb"))
+  local data = f:read("*a")
+  f:close()
+  local pos = 1
+  while pos <= #data do
+    local _, e, nh, blen = string.find(data, "^(%d+) (%d+)\n", pos)
+    if not e then
+      error(path .. ": no record header at byte " .. pos)
+    end
+    pos = e + 1
+    local headers = {}
+    for _ = 1, tonumber(nh) do
+      local _, e2, name, value = string.find(data, "^([^:\n]+): ([^\n]*)\n", pos)
+      if not e2 then
+        error(path .. ": bad header line at byte " .. pos)
+      end
+      headers[name] = value
+      pos = e2 + 1
+    end
+    local len = tonumber(blen)
+    if pos + len - 1 > #data then
+      error(path .. ": record body runs past the end of the file")
+    end
+    n = n + 1
+    requests[n] = wrk.format("POST", nil, headers, string.sub(data, pos, pos + len - 1))
+    pos = pos + len
+  end
+end
+
+function init(args)
+  local path = args[1]
+  if string.sub(path, -4) == ".rec" then
+    read_records(path)
+  else
+    read_lines(path)
   end
   if n == 0 then
     error("no request bodies in " .. tostring(path))
