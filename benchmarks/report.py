@@ -258,11 +258,16 @@ def targets(out: dict[str, Any]) -> list[Target]:
 
     rows.append(
         (
-            "0 errors everywhere (ours incl. autoscaling, the baseline, the floors)",
+            "0 errors everywhere (ours incl. autoscaling, and the floors; the baseline's are "
+            "shown, not judged: they are not ours to remove)",
             errs("ours"),
             errs("baseline"),
             errs("floor"),
-            (all(e == 0 for e, _ in measured.values()) if "ours" in measured else None),
+            (
+                all(e == 0 for k, (e, _) in measured.items() if k != "baseline")
+                if "ours" in measured
+                else None
+            ),
         )
     )
     return rows

@@ -33,7 +33,7 @@ from training.errors import PYFUNC, ModelLoadFailed, ModelRefused
 log = logging.getLogger("ray.serve")
 METRICS_FLUSH_S = 1.0  # pass counts reach Ray's metrics at most this late
 
-# A lone call runs its model pass on the event loop when passes take less than this (ms); else
+# Model passes run on the event loop while they take less than this on average (ms); else
 # in the pass thread (`ModelServer._next_pass`).
 INLINE_PASS_MS = 2.0
 
@@ -370,9 +370,9 @@ class ModelServer:
     # runs; they queue, and the next pass (right after) carries all of them, up to
     # `max_batch_size` calls. So the batch follows the load with no timer: a call alone is
     # passed two loop turns after it arrives (time for calls ready at once to join it), and
-    # under load each pass carries what arrived during the one before. A cheap model's lone
-    # call (its passes took under `INLINE_PASS_MS`) runs on the loop instead: the thread
-    # hand-off would cost more than the pass.
+    # under load each pass carries what arrived during the one before. A cheap model's passes
+    # (under `INLINE_PASS_MS` on average) run on the loop instead: the thread hand-off and the
+    # GIL shared with the loop would cost more than the pass, and the loop is not held long.
     def _schedule_pass(self, turns: int = 2) -> None:
         if not self._pass_scheduled and not self._pass_running:
             self._pass_scheduled = True
@@ -392,7 +392,7 @@ class ModelServer:
         if not calls:
             return
         batch = [Xs for Xs, _ in calls]
-        if len(calls) == 1 and self._pass_ms < INLINE_PASS_MS:
+        if self._pass_ms < INLINE_PASS_MS:
             self._answer(calls, self._timed_pass, batch)
             if self._queue:
                 self._schedule_pass(turns=1)
