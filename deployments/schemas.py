@@ -693,15 +693,23 @@ def frame_to_matrix(
                 422, f"column {name!r} holds {frame[name].dtype} values; expected numbers"
             )
     arr = frame[feature_names].to_numpy(dtype=np.float64)
-    bad = ~(np.abs(arr) <= max_abs)
+    _check_bounds(
+        arr, max_abs, lambda j: f"column {feature_names[j]!r}", "NaN, empty cells and infinity"
+    )
+    return arr
+
+
+def _check_bounds(X: np.ndarray, max_abs: float, column, refused: str) -> None:
+    """Raise `InputError` 422 naming the first cell of float matrix ``X`` that is not a finite
+    number of magnitude at most ``max_abs`` (``column(j)`` names its column)."""
+    bad = ~(np.abs(X) <= max_abs)  # NaN too
     if bad.any():
-        i, j = (int(x) for x in np.argwhere(bad)[0])
+        i, j = (int(k) for k in np.argwhere(bad)[0])
         raise InputError(
             422,
-            f"row {i}, column {feature_names[j]!r}: {arr[i, j]!r} is not a finite number of "
-            f"magnitude at most {max_abs:.7g} (NaN, empty cells and infinity are refused)",
+            f"row {i}, {column(j)}: {float(X[i, j])!r} is not a finite number of magnitude at "
+            f"most {max_abs:.7g} ({refused} are refused)",
         )
-    return arr
 
 
 # ---- .npy bodies on /predict -----------------------------------------------------------------
@@ -796,12 +804,5 @@ def npy_matrix(
             f"{feature_names}",
         )
     X = X.astype(np.float64)  # a copy: the body's buffer is read-only
-    bad = ~(np.abs(X) <= max_abs)  # NaN too
-    if bad.any():
-        i, j = (int(k) for k in np.argwhere(bad)[0])
-        raise InputError(
-            422,
-            f"row {i}, feature {j}: {float(X[i, j])!r} is not a finite number of magnitude at most "
-            f"{max_abs:.7g} (NaN and infinity are refused)",
-        )
+    _check_bounds(X, max_abs, lambda j: f"feature {j}", "NaN and infinity")
     return X
