@@ -394,21 +394,15 @@ class ModelServer:
         batch = [Xs for Xs, _ in calls]
         if self._pass_ms < INLINE_PASS_MS:
             self._answer(calls, self._timed_pass, batch)
-            if self._queue:
-                self._schedule_pass(turns=1)
             return
         self._pass_running = True
         task = loop.run_in_executor(self._pass_thread, self._timed_pass, batch)
-        task.add_done_callback(lambda done: self._pass_done(calls, done))
-
-    def _pass_done(self, calls, done: asyncio.Future) -> None:
-        self._pass_running = False
-        self._answer(calls, done.result)
-        if self._queue:
-            self._schedule_pass(turns=1)
+        task.add_done_callback(lambda done: self._answer(calls, done.result))
 
     def _answer(self, calls, run, *args) -> None:
-        """Set each call's future from ``run(*args)`` (one result list per call)."""
+        """Set each call's future from ``run(*args)`` (one result list per call), then
+        schedule the next pass if calls queued meanwhile."""
+        self._pass_running = False
         try:
             results = run(*args)
         except Exception as exc:  # not the model's error (that one is per request): all fail
@@ -416,13 +410,15 @@ class ModelServer:
             for _, fut in calls:
                 if not fut.done():
                     fut.set_exception(exc)
-            return
-        for (_, fut), result in zip(calls, results, strict=True):
-            if not fut.done():
-                fut.set_result(result)
-        tags = (("slot", self._slot),)
-        self._metrics.add("mlops_model_passes", 1, tags)
-        self._metrics.add("mlops_model_pass_requests", sum(len(r) for r in results), tags)
+        else:
+            for (_, fut), result in zip(calls, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+            tags = (("slot", self._slot),)
+            self._metrics.add("mlops_model_passes", 1, tags)
+            self._metrics.add("mlops_model_pass_requests", sum(len(r) for r in results), tags)
+        if self._queue:
+            self._schedule_pass(turns=1)
 
     def _timed_pass(self, calls: list[list[np.ndarray]]) -> list[list[Any]]:
         t = time.perf_counter()
