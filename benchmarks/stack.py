@@ -203,30 +203,32 @@ def deploy(
     cluster: Cluster, model_name: str, tracking_uri: str, batching: dict[str, Any] | None = None
 ) -> float:
     """Deploy the app for ``model_name``; returns seconds until /health answered 200."""
-    from ray import serve
-
     from deployments.app import build_app
 
-    t0 = time.monotonic()
     args = app_args(model_name, tracking_uri, batching=batching)
     app = with_options(build_app(args), deployment_options())
-    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    return _run_app(app, APP_NAME, lambda: httpx.get(f"{cluster.http}/health", timeout=5))
+
+
+def _run_app(app, name: str, answer) -> float:
+    """``serve.run`` ``app`` as ``name`` at route "/"; seconds until it is RUNNING and
+    ``answer()`` (an HTTP call) is a 200."""
+    from ray import serve
+
+    t0 = time.monotonic()
+    serve.run(app, name=name, route_prefix="/", blocking=False)
     wait_until(
-        lambda: serve.status().applications[APP_NAME].status == "RUNNING", 300, "app RUNNING"
+        lambda: serve.status().applications[name].status == "RUNNING", 300, f"{name} RUNNING"
     )
-    wait_until(
-        lambda: httpx.get(f"{cluster.http}/health", timeout=5).status_code == 200,
-        120,
-        "/health 200",
-    )
+    wait_until(lambda: answer().status_code == 200, 120, f"{name} answering 200")
     return time.monotonic() - t0
 
 
-def delete_app(timeout: float = 120) -> None:
+def delete_app(timeout: float = 120, name: str = APP_NAME) -> None:
     from ray import serve
 
-    serve.delete(APP_NAME, _blocking=True)
-    wait_until(lambda: APP_NAME not in serve.status().applications, timeout, "app deleted")
+    serve.delete(name, _blocking=True)
+    wait_until(lambda: name not in serve.status().applications, timeout, f"{name} deleted")
 
 
 def admin(cluster: Cluster, method: str, path: str, body: dict | None = None) -> dict:
@@ -554,32 +556,15 @@ def idle_workers(cluster: Cluster) -> list[dict[str, Any]]:
 def deploy_floor(cluster: Cluster, kind: str) -> float:
     """Deploy the floor app ``kind`` (route prefix "/", like ours); returns seconds until a
     POST /predict answered 200."""
-    from ray import serve
-
     from benchmarks import floor
 
-    t0 = time.monotonic()
     app = floor.build(kind, deployment_options())
-    serve.run(app, name=floor.APP_NAME, route_prefix="/", blocking=False)
-    wait_until(
-        lambda: serve.status().applications[floor.APP_NAME].status == "RUNNING",
-        300,
-        f"floor app {kind} RUNNING",
+    return _run_app(
+        app, floor.APP_NAME, lambda: httpx.post(f"{cluster.http}/predict", content=b"{}", timeout=5)
     )
-    wait_until(
-        lambda: httpx.post(f"{cluster.http}/predict", content=b"{}", timeout=5).status_code == 200,
-        120,
-        f"floor app {kind}: POST /predict 200",
-    )
-    return time.monotonic() - t0
 
 
 def delete_floor(timeout: float = 120) -> None:
-    from ray import serve
-
     from benchmarks import floor
 
-    serve.delete(floor.APP_NAME, _blocking=True)
-    wait_until(
-        lambda: floor.APP_NAME not in serve.status().applications, timeout, "floor app deleted"
-    )
+    delete_app(timeout, floor.APP_NAME)
